@@ -1,0 +1,33 @@
+"""Pure-PyTorch reference of every Qwen3-Next op and of the whole model (CPU or GPU, fp32 or bf16).
+
+The ground truth our kernels are tested against; it matches ``transformers.Qwen3NextForCausalLM``.
+``qwen3next_cuda.ops`` exposes the same op names, so the model composition runs on either namespace.
+"""
+
+from .attention import attention
+from .conv import causal_conv1d, causal_conv1d_update
+from .gdn import gated_delta_rule_chunked, gated_delta_rule_recurrent, gdn_gating
+from .model import HybridCache, Qwen3NextReference
+from .moe import MoEWeights, moe, router_topk
+from .norm import rmsnorm, rmsnorm_add, rmsnorm_gated
+from .rope import apply_partial_rope, rope_cos_sin, rope_inv_freq
+
+__all__ = [
+    "attention",
+    "causal_conv1d",
+    "causal_conv1d_update",
+    "gated_delta_rule_chunked",
+    "gated_delta_rule_recurrent",
+    "gdn_gating",
+    "MoEWeights",
+    "moe",
+    "router_topk",
+    "rmsnorm",
+    "rmsnorm_add",
+    "rmsnorm_gated",
+    "apply_partial_rope",
+    "rope_cos_sin",
+    "rope_inv_freq",
+    "HybridCache",
+    "Qwen3NextReference",
+]

@@ -1,0 +1,109 @@
+"""Gated DeltaNet: gating and the gated delta rule (step-by-step ground truth and the chunked WY/UT form).
+
+Per value head, with the fp32 state ``S`` [dk, dv] (key-major) and each token ``t``::
+
+    S = exp(g_t) * S
+    S = S + k_t (beta_t (v_t - S^T k_t))^T
+    o_t = S^T q_t
+
+q and k arrive raw: they are L2-normalised here (eps 1e-6) and q is scaled by dk^-0.5. Value head ``h``
+reads key head ``h // (Hv // Hk)``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+L2NORM_EPS = 1e-6
+
+
+def gdn_gating(a: torch.Tensor, b: torch.Tensor, A_log: torch.Tensor,
+               dt_bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decay and write strength per value head.
+
+    a, b: [..., Hv]; A_log, dt_bias: [Hv]. Returns fp32 ``g = -exp(A_log) * softplus(a + dt_bias)`` and
+    ``beta = sigmoid(b)`` (beta rounded to b.dtype first, as the reference model does), both [..., Hv].
+    """
+    g = -A_log.float().exp() * F.softplus(a.float() + dt_bias.float())
+    beta = torch.sigmoid(b.float()).to(b.dtype).float()
+    return g, beta
+
+
+def _l2norm(x: torch.Tensor) -> torch.Tensor:
+    """fp32 ``x * rsqrt(sum(x^2) + eps)`` over the last dim (the FLA / transformers form)."""
+    x = x.float()
+    return x * torch.rsqrt(x.pow(2).sum(-1, keepdim=True) + L2NORM_EPS)
+
+
+def _prepare(q, k, v, g, beta, initial_state):
+    """Shared setup of both forms: fp32, L2-normalised q and k (q scaled by dk^-0.5), key heads repeated to
+    value heads, heads before time.
+
+    Returns q, k [B, Hv, T, dk]; v [B, Hv, T, dv]; g, beta [B, Hv, T]; state [B, Hv, dk, dv], all fp32.
+    """
+    batch, _, num_k_heads, dk = k.shape
+    num_v_heads, dv = v.shape[-2:]
+    group = num_v_heads // num_k_heads
+    q = _l2norm(q) * dk**-0.5
+    k = _l2norm(k)
+    q, k = (x.repeat_interleave(group, dim=2).transpose(1, 2) for x in (q, k))
+    v = v.float().transpose(1, 2)
+    g, beta = (x.float().transpose(1, 2) for x in (g, beta))
+    if initial_state is None:
+        state = v.new_zeros(batch, num_v_heads, dk, dv)
+    else:
+        state = initial_state.float()
+    return q, k, v, g, beta, state
+
+
+def gated_delta_rule_recurrent(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor,
+                               beta: torch.Tensor, initial_state: torch.Tensor | None = None
+                               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gated delta rule, one token at a time (the ground truth; also the decode step).
+
+    q, k: [B, T, Hk, dk] raw; v: [B, T, Hv, dv]; g, beta: [B, T, Hv] fp32; initial_state: [B, Hv, dk, dv]
+    (zeros if None; not modified). Returns o [B, T, Hv, dv] in v.dtype and final_state [B, Hv, dk, dv] fp32.
+    """
+    out_dtype = v.dtype
+    q, k, v, g, beta, state = _prepare(q, k, v, g, beta, initial_state)
+    out = torch.empty_like(v)
+    for t in range(v.shape[2]):
+        state = state * g[:, :, t, None, None].exp()
+        k_t = k[:, :, t]
+        delta = beta[:, :, t, None] * (v[:, :, t] - torch.einsum("bhkv,bhk->bhv", state, k_t))
+        state = state + k_t.unsqueeze(-1) * delta.unsqueeze(-2)
+        out[:, :, t] = torch.einsum("bhkv,bhk->bhv", state, q[:, :, t])
+    return out.transpose(1, 2).to(out_dtype), state
+
+
+def gated_delta_rule_chunked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor,
+                             beta: torch.Tensor, initial_state: torch.Tensor | None = None,
+                             chunk_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gated delta rule, ``chunk_size`` tokens at a time in the WY/UT form (the prefill algorithm).
+
+    Same arguments and results as :func:`gated_delta_rule_recurrent` (equal to fp32 rounding).
+    Within a chunk starting from state S0, with ``c`` the cumulative sum of g inside the chunk and
+    ``D[i, j] = exp(c_i - c_j)`` for j <= i (0 above the diagonal), the written values
+    ``u_i = beta_i (v_i - (exp(g_i) S_{i-1})^T k_i)`` solve the unit lower-triangular system
+    ``(I + tril(diag(beta) (K K^T * D), -1)) U = diag(beta) (V - diag(exp(c)) K S0)``; then
+    ``O = diag(exp(c)) Q S0 + (Q K^T * D) U`` and ``S_end = exp(c_end) S0 + (K * exp(c_end - c))^T U``.
+    """
+    out_dtype = v.dtype
+    q, k, v, g, beta, state = _prepare(q, k, v, g, beta, initial_state)
+    out = torch.empty_like(v)
+    for start in range(0, v.shape[2], chunk_size):
+        span = slice(start, start + chunk_size)
+        q_c, k_c, v_c, beta_c = q[:, :, span], k[:, :, span], v[:, :, span], beta[:, :, span, None]
+        cum = g[:, :, span].cumsum(-1)  # [B, H, L]
+        size = cum.shape[-1]
+        above = torch.ones(size, size, dtype=torch.bool, device=cum.device).triu(1)
+        decay = (cum.unsqueeze(-1) - cum.unsqueeze(-2)).masked_fill(above, float("-inf")).exp()  # D [B, H, L, L]
+        system = ((beta_c * k_c) @ k_c.transpose(-1, -2) * decay).tril(-1)
+        system = system + torch.eye(size, dtype=system.dtype, device=system.device)
+        rhs = beta_c * (v_c - (cum.exp().unsqueeze(-1) * k_c) @ state)
+        written = torch.linalg.solve_triangular(system, rhs, upper=False, unitriangular=True)  # U [B, H, L, dv]
+        out[:, :, span] = (cum.exp().unsqueeze(-1) * q_c) @ state + (q_c @ k_c.transpose(-1, -2) * decay) @ written
+        end = cum[..., -1:]
+        state = end.exp().unsqueeze(-1) * state + ((end - cum).exp().unsqueeze(-1) * k_c).transpose(-1, -2) @ written
+    return out.transpose(1, 2).to(out_dtype), state

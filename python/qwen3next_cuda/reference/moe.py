@@ -1,0 +1,68 @@
+"""Sparse MoE block: softmax top-k router, SwiGLU experts, sigmoid-gated shared expert."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+
+class MoEWeights(NamedTuple):
+    """The weights of one MoE block (E experts, hidden H, expert width I, shared expert width Is)."""
+
+    router: torch.Tensor  # [E, H]
+    gate_up: torch.Tensor  # [E, 2I, H], gate rows first
+    down: torch.Tensor  # [E, H, I]
+    shared_gate: torch.Tensor  # [Is, H]
+    shared_up: torch.Tensor  # [Is, H]
+    shared_down: torch.Tensor  # [H, Is]
+    shared_expert_gate: torch.Tensor  # [1, H]
+
+    @classmethod
+    def from_state_dict(cls, weights: dict[str, torch.Tensor], prefix: str) -> "MoEWeights":
+        """Gather the tensors under ``prefix`` (e.g. ``"model.layers.3.mlp."``) of the in-memory weight dict."""
+        return cls(
+            router=weights[prefix + "gate.weight"],
+            gate_up=weights[prefix + "experts.gate_up_proj"],
+            down=weights[prefix + "experts.down_proj"],
+            shared_gate=weights[prefix + "shared_expert.gate_proj.weight"],
+            shared_up=weights[prefix + "shared_expert.up_proj.weight"],
+            shared_down=weights[prefix + "shared_expert.down_proj.weight"],
+            shared_expert_gate=weights[prefix + "shared_expert_gate.weight"],
+        )
+
+
+def router_topk(logits: torch.Tensor, top_k: int, norm_topk_prob: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax (fp32) over experts, keep the ``top_k`` largest, renormalise them to sum 1 if ``norm_topk_prob``.
+
+    logits: [N, E]. Returns weights [N, top_k] fp32 and expert ids [N, top_k] int64, largest weight first.
+    """
+    probs = torch.softmax(logits.float(), dim=-1)
+    weights, ids = torch.topk(probs, top_k, dim=-1)
+    if norm_topk_prob:
+        weights = weights / weights.sum(-1, keepdim=True)
+    return weights, ids
+
+
+def _swiglu(x: torch.Tensor, gate: torch.Tensor, up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
+    """``down(silu(gate x) * up x)`` in fp32. x: [N, H]; gate, up: [I, H]; down: [H, I]. Returns [N, H]."""
+    return F.linear(F.silu(F.linear(x, gate.float())) * F.linear(x, up.float()), down.float())
+
+
+def moe(x: torch.Tensor, weights: MoEWeights, top_k: int, norm_topk_prob: bool) -> torch.Tensor:
+    """Sparse MoE block: ``sum_k w_k expert_{id_k}(x) + sigmoid(shared_expert_gate x) * shared_expert(x)``.
+
+    x: [N, H]; weights: :class:`MoEWeights`. The router logits are computed in x.dtype (as the reference
+    model does, so low-precision runs pick the same experts), everything else in fp32. Returns [N, H] in x.dtype.
+    """
+    route_weights, expert_ids = router_topk(F.linear(x, weights.router), top_k, norm_topk_prob)
+    x32 = x.float()
+    out = torch.sigmoid(F.linear(x32, weights.shared_expert_gate.float())) * _swiglu(
+        x32, weights.shared_gate, weights.shared_up, weights.shared_down)
+    for expert in expert_ids.unique().tolist():
+        token, slot = torch.nonzero(expert_ids == expert, as_tuple=True)
+        gate, up = weights.gate_up[expert].chunk(2, dim=0)
+        expert_out = _swiglu(x32[token], gate, up, weights.down[expert])
+        out.index_add_(0, token, expert_out * route_weights[token, slot, None])
+    return out.to(x.dtype)
