@@ -1,0 +1,81 @@
+#pragma once
+
+#include "common/vec.cuh"
+#include "norm/rmsnorm.h"
+
+namespace qwen3next {
+
+// One group of kLanes threads per row; each thread keeps kIters vectors of kVec elements in
+// registers, so every input element is read once and every output written once.
+template <typename T, NormKind kKind, int kVec_, int kLanes_, int kIters_>
+struct RMSNormTraits {
+  using Element = T;
+  static constexpr NormKind kind = kKind;
+  static constexpr int kVec = kVec_;
+  static constexpr int kLanes = kLanes_;
+  static constexpr int kIters = kIters_;
+  static constexpr int kThreads = 256;
+  static constexpr int kRowsPerBlock = kThreads / kLanes;
+  static_assert(kLanes <= 32 && (kLanes & (kLanes - 1)) == 0, "a row group must fit in a warp");
+};
+
+__device__ __forceinline__ float silu(float x) { return x / (1.f + __expf(-x)); }
+
+template <typename Traits>
+__global__ void __launch_bounds__(Traits::kThreads) rmsnorm_kernel(const RMSNormParams p) {
+  using T = typename Traits::Element;
+  constexpr int kVec = Traits::kVec, kLanes = Traits::kLanes, kIters = Traits::kIters;
+  constexpr NormKind kKind = Traits::kind;
+
+  const int64_t row = int64_t(blockIdx.x) * Traits::kRowsPerBlock + threadIdx.x / kLanes;
+  const int lane = threadIdx.x % kLanes;
+  // Threads past the last row stay to the end: the group reduction needs the whole warp.
+  const bool valid_row = row < p.tokens * p.heads;
+  const int64_t token = valid_row ? row / p.heads : 0;
+  const int64_t head_offset = valid_row ? int64_t(row % p.heads) * p.dim : 0;
+
+  const T* x = static_cast<const T*>(p.x) + token * p.x_stride + head_offset;
+  const T* other = static_cast<const T*>(p.other) + token * p.other_stride + head_offset;
+  T* out = static_cast<T*>(p.out) + token * p.out_stride + head_offset;
+  T* residual_out = static_cast<T*>(p.residual_out) + token * p.residual_out_stride + head_offset;
+
+  float v[kIters][kVec];
+  float sum_sq = 0.f;
+#pragma unroll
+  for (int it = 0; it < kIters; ++it) {
+    const int col = (it * kLanes + lane) * kVec;
+    if (!valid_row || col >= p.dim) continue;
+    load_float(v[it], x + col);
+    if constexpr (kKind == NormKind::kAddResidual) {
+      float r[kVec];
+      load_float(r, other + col);
+      // the new residual is rounded to T first, as the unfused model does; the norm sees that value
+#pragma unroll
+      for (int i = 0; i < kVec; ++i) v[it][i] = to_float(from_float<T>(v[it][i] + r[i]));
+      store_float(residual_out + col, v[it]);
+    }
+#pragma unroll
+    for (int i = 0; i < kVec; ++i) sum_sq += v[it][i] * v[it][i];
+  }
+  const float inv_rms = rsqrtf(group_sum<kLanes>(sum_sq) / p.dim + p.eps);
+
+#pragma unroll
+  for (int it = 0; it < kIters; ++it) {
+    const int col = (it * kLanes + lane) * kVec;
+    if (!valid_row || col >= p.dim) continue;
+    float w[kVec], y[kVec];
+    load_float(w, static_cast<const T*>(p.weight) + col);
+    if constexpr (kKind == NormKind::kGated) {
+      float z[kVec];
+      load_float(z, other + col);
+#pragma unroll
+      for (int i = 0; i < kVec; ++i) y[i] = v[it][i] * inv_rms * w[i] * silu(z[i]);
+    } else {
+#pragma unroll
+      for (int i = 0; i < kVec; ++i) y[i] = v[it][i] * inv_rms * (1.f + w[i]);
+    }
+    store_float(out + col, y);
+  }
+}
+
+}  // namespace qwen3next

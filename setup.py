@@ -1,0 +1,90 @@
+"""Builds qwen3next_cuda._C by driving CMake (CMakeLists.txt holds every flag).
+
+Environment:
+  QWEN3NEXT_CUDA_ARCHS   ';'-separated architectures, default "80;90a;100" (e.g. "90a" on an H100)
+  QWEN3NEXT_MAX_JOBS     parallel compile jobs (default: from cores and memory)
+  QWEN3NEXT_NVCC_THREADS nvcc --threads per job (default 1)
+  CUTLASS_DIR            a CUTLASS checkout instead of the nvidia-cutlass wheel's headers
+  CUDA_HOME              the CUDA toolkit (default: nvcc on PATH, then /usr/local/cuda)
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+ROOT = Path(__file__).resolve().parent
+DEFAULT_ARCHS = "80;90a;100"
+
+
+class CMakeExtension(Extension):
+    def __init__(self, name: str):
+        super().__init__(name, sources=[])
+
+
+def _find_nvcc() -> str:
+    cuda_home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
+    candidates = [os.path.join(cuda_home, "bin", "nvcc")] if cuda_home else []
+    candidates += [shutil.which("nvcc") or "", "/usr/local/cuda/bin/nvcc"]
+    for nvcc in candidates:
+        if nvcc and os.path.isfile(nvcc):
+            return os.path.realpath(nvcc) if cuda_home is None else nvcc
+    sys.exit("qwen3next_cuda: nvcc not found. Install the CUDA toolkit (12.8 or newer) and set CUDA_HOME.")
+
+
+def _check_torch() -> None:
+    try:
+        import torch
+    except ImportError:
+        sys.exit("qwen3next_cuda: PyTorch is required to build; install a CUDA build of torch first.")
+    if torch.version.cuda is None:
+        sys.exit(f"qwen3next_cuda: torch {torch.__version__} is a CPU-only build; install a CUDA build of torch.")
+
+
+def _default_jobs() -> int:
+    cores = os.cpu_count() or 1
+    try:
+        mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError):
+        mem_gib = 8
+    return max(1, min(cores, int(mem_gib // 4)))  # a CUTLASS translation unit can take ~4 GiB
+
+
+def _torch_arch_name(arch: str) -> str:
+    """CMake's "90a" -> torch's "9.0a" (torch's CMake reads TORCH_CUDA_ARCH_LIST)."""
+    digits, suffix = arch.rstrip("a"), "a" if arch.endswith("a") else ""
+    return f"{digits[:-1]}.{digits[-1]}{suffix}"
+
+
+class CMakeBuild(build_ext):
+    def build_extension(self, ext: CMakeExtension) -> None:
+        _check_torch()
+        nvcc = _find_nvcc()
+        archs = os.environ.get("QWEN3NEXT_CUDA_ARCHS", DEFAULT_ARCHS).replace(",", ";")
+        out_dir = Path(self.get_ext_fullpath(ext.name)).parent.resolve()
+        build_dir = Path(self.build_temp).resolve()
+        build_dir.mkdir(parents=True, exist_ok=True)
+        torch_archs = ";".join(_torch_arch_name(a) for a in archs.split(";"))
+        env = dict(os.environ, TORCH_CUDA_ARCH_LIST=torch_archs, CUDACXX=nvcc)
+        configure = [
+            "cmake", str(ROOT), "-G", "Ninja",
+            "-DCMAKE_BUILD_TYPE=Release",
+            f"-DCMAKE_LIBRARY_OUTPUT_DIRECTORY={out_dir / 'qwen3next_cuda'}",
+            f"-DPython_EXECUTABLE={sys.executable}",
+            f"-DCMAKE_CUDA_COMPILER={nvcc}",
+            f"-DQWEN3NEXT_CUDA_ARCHS={archs}",
+            f"-DQWEN3NEXT_NVCC_THREADS={os.environ.get('QWEN3NEXT_NVCC_THREADS', '1')}",
+        ]
+        jobs = os.environ.get("QWEN3NEXT_MAX_JOBS", str(_default_jobs()))
+        subprocess.run(configure, cwd=build_dir, env=env, check=True)
+        subprocess.run(["cmake", "--build", ".", "-j", jobs], cwd=build_dir, env=env, check=True)
+
+
+setup(
+    ext_modules=[CMakeExtension("qwen3next_cuda._C")],
+    cmdclass={"build_ext": CMakeBuild},
+)
