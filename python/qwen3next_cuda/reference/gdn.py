@@ -23,7 +23,7 @@ def gdn_gating(a: torch.Tensor, b: torch.Tensor, A_log: torch.Tensor,
     """Decay and write strength per value head.
 
     a, b: [..., Hv]; A_log, dt_bias: [Hv]. Returns fp32 ``g = -exp(A_log) * softplus(a + dt_bias)`` and
-    ``beta = sigmoid(b)`` (beta rounded to b.dtype first, as the reference model does), both [..., Hv].
+    ``beta = sigmoid(b)`` (beta rounded to b.dtype first, as transformers does), both [..., Hv].
     """
     g = -A_log.float().exp() * F.softplus(a.float() + dt_bias.float())
     beta = torch.sigmoid(b.float()).to(b.dtype).float()
@@ -101,9 +101,10 @@ def gated_delta_rule_chunked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
         decay = (cum.unsqueeze(-1) - cum.unsqueeze(-2)).masked_fill(above, float("-inf")).exp()  # D [B, H, L, L]
         system = ((beta_c * k_c) @ k_c.transpose(-1, -2) * decay).tril(-1)
         system = system + torch.eye(size, dtype=system.dtype, device=system.device)
-        rhs = beta_c * (v_c - (cum.exp().unsqueeze(-1) * k_c) @ state)
+        decay_from_start = cum.exp().unsqueeze(-1)  # exp(c) [B, H, L, 1]
+        rhs = beta_c * (v_c - (decay_from_start * k_c) @ state)
         written = torch.linalg.solve_triangular(system, rhs, upper=False, unitriangular=True)  # U [B, H, L, dv]
-        out[:, :, span] = (cum.exp().unsqueeze(-1) * q_c) @ state + (q_c @ k_c.transpose(-1, -2) * decay) @ written
+        out[:, :, span] = (decay_from_start * q_c) @ state + (q_c @ k_c.transpose(-1, -2) * decay) @ written
         end = cum[..., -1:]
         state = end.exp().unsqueeze(-1) * state + ((end - cum).exp().unsqueeze(-1) * k_c).transpose(-1, -2) @ written
     return out.transpose(1, 2).to(out_dtype), state

@@ -100,8 +100,6 @@ class Qwen3NextReference:
             hidden = hidden[:, -1:]
         return F.linear(hidden, self.lm_head).float()
 
-    __call__ = forward
-
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
         """Greedy decoding: prefill ``input_ids`` [B, T], then ``max_new_tokens`` steps (no stop token).

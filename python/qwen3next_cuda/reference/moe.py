@@ -53,8 +53,8 @@ def _swiglu(x: torch.Tensor, gate: torch.Tensor, up: torch.Tensor, down: torch.T
 def moe(x: torch.Tensor, weights: MoEWeights, top_k: int, norm_topk_prob: bool) -> torch.Tensor:
     """Sparse MoE block: ``sum_k w_k expert_{id_k}(x) + sigmoid(shared_expert_gate x) * shared_expert(x)``.
 
-    x: [N, H]; weights: :class:`MoEWeights`. The router logits are computed in x.dtype (as the reference
-    model does, so low-precision runs pick the same experts), everything else in fp32. Returns [N, H] in x.dtype.
+    x: [N, H]; weights: :class:`MoEWeights`. The router logits are computed in x.dtype (as transformers
+    does, so low-precision runs pick the same experts), everything else in fp32. Returns [N, H] in x.dtype.
     """
     route_weights, expert_ids = router_topk(F.linear(x, weights.router), top_k, norm_topk_prob)
     x32 = x.float()

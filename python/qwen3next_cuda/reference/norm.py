@@ -25,7 +25,7 @@ def rmsnorm_add(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
     """Residual add then zero-centred RMSNorm.
 
     x, residual: [..., D]; weight: [D]. Returns ``(new_residual, normed)``, both [..., D] in x.dtype:
-    ``new_residual = x + residual`` rounded to x.dtype (the residual add of the reference model),
+    ``new_residual = x + residual`` rounded to x.dtype (transformers' residual add),
     ``normed = rmsnorm(new_residual, weight, eps)`` computed from that rounded value.
     """
     new_residual = (x.float() + residual.float()).to(x.dtype)

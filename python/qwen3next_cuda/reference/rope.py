@@ -22,7 +22,7 @@ def rope_inv_freq(config: Qwen3NextConfig) -> tuple[torch.Tensor, float]:
     ``attention_factor`` (default ``0.1 ln(factor) + 1``, or the DeepSeek ``mscale`` ratio).
     """
     rope, dim = config.rope, config.rotary_dim
-    wavelength = rope.theta ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim)  # per pair, over 2 pi
+    wavelength = rope.theta ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim)  # 1 / inv_freq, wavelength / 2 pi
     if rope.type == "default":
         return 1.0 / wavelength, 1.0
 
