@@ -1,0 +1,1 @@
+"""Command-line tools (``python -m qwen3next_cuda.tools.<name>``)."""
