@@ -5,7 +5,7 @@ Environment:
   QWEN3NEXT_MAX_JOBS     parallel compile jobs (default: from cores and memory)
   QWEN3NEXT_NVCC_THREADS nvcc --threads per job (default 1)
   CUTLASS_DIR            a CUTLASS checkout instead of the nvidia-cutlass wheel's headers
-  CUDA_HOME              the CUDA toolkit (default: nvcc on PATH, then /usr/local/cuda)
+  CUDA_HOME              the CUDA toolkit (default: /usr/local/cuda, then nvcc on PATH)
 """
 
 import os
@@ -27,12 +27,13 @@ class CMakeExtension(Extension):
 
 
 def _find_nvcc() -> str:
+    """CUDA_HOME's nvcc, else /usr/local/cuda's, else the one on PATH."""
     cuda_home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
     candidates = [os.path.join(cuda_home, "bin", "nvcc")] if cuda_home else []
-    candidates += [shutil.which("nvcc") or "", "/usr/local/cuda/bin/nvcc"]
+    candidates += ["/usr/local/cuda/bin/nvcc", shutil.which("nvcc") or ""]
     for nvcc in candidates:
         if nvcc and os.path.isfile(nvcc):
-            return os.path.realpath(nvcc) if cuda_home is None else nvcc
+            return nvcc
     sys.exit("qwen3next_cuda: nvcc not found. Install the CUDA toolkit (12.8 or newer) and set CUDA_HOME.")
 
 
@@ -54,6 +55,18 @@ def _default_jobs() -> int:
     return max(1, min(cores, int(mem_gib // 4)))  # a CUTLASS translation unit can take ~4 GiB
 
 
+def _tool(name: str) -> str:
+    """cmake / ninja from their Python packages (the build requirements), else from PATH."""
+    try:
+        module = __import__(name)
+        path = os.path.join(getattr(module, "CMAKE_BIN_DIR", None) or module.BIN_DIR, name)
+        if os.path.isfile(path):
+            return path
+    except (ImportError, AttributeError):
+        pass
+    return shutil.which(name) or sys.exit(f"qwen3next_cuda: {name} not found; pip install {name}")
+
+
 def _torch_arch_name(arch: str) -> str:
     """CMake's "90a" -> torch's "9.0a" (torch's CMake reads TORCH_CUDA_ARCH_LIST)."""
     digits, suffix = arch.rstrip("a"), "a" if arch.endswith("a") else ""
@@ -65,23 +78,25 @@ class CMakeBuild(build_ext):
         _check_torch()
         nvcc = _find_nvcc()
         archs = os.environ.get("QWEN3NEXT_CUDA_ARCHS", DEFAULT_ARCHS).replace(",", ";")
-        out_dir = Path(self.get_ext_fullpath(ext.name)).parent.resolve()
+        out_dir = Path(self.get_ext_fullpath(ext.name)).parent.resolve()  # .../qwen3next_cuda
         build_dir = Path(self.build_temp).resolve()
         build_dir.mkdir(parents=True, exist_ok=True)
         torch_archs = ";".join(_torch_arch_name(a) for a in archs.split(";"))
         env = dict(os.environ, TORCH_CUDA_ARCH_LIST=torch_archs, CUDACXX=nvcc)
         configure = [
-            "cmake", str(ROOT), "-G", "Ninja",
+            _tool("cmake"), str(ROOT), "-G", "Ninja",
             "-DCMAKE_BUILD_TYPE=Release",
-            f"-DCMAKE_LIBRARY_OUTPUT_DIRECTORY={out_dir / 'qwen3next_cuda'}",
+            f"-DCMAKE_LIBRARY_OUTPUT_DIRECTORY={out_dir}",
+            f"-DCMAKE_MAKE_PROGRAM={_tool('ninja')}",
             f"-DPython_EXECUTABLE={sys.executable}",
             f"-DCMAKE_CUDA_COMPILER={nvcc}",
+            f"-DCUDA_TOOLKIT_ROOT_DIR={Path(nvcc).resolve().parent.parent}",
             f"-DQWEN3NEXT_CUDA_ARCHS={archs}",
             f"-DQWEN3NEXT_NVCC_THREADS={os.environ.get('QWEN3NEXT_NVCC_THREADS', '1')}",
         ]
         jobs = os.environ.get("QWEN3NEXT_MAX_JOBS", str(_default_jobs()))
         subprocess.run(configure, cwd=build_dir, env=env, check=True)
-        subprocess.run(["cmake", "--build", ".", "-j", jobs], cwd=build_dir, env=env, check=True)
+        subprocess.run([_tool("cmake"), "--build", ".", "-j", jobs], cwd=build_dir, env=env, check=True)
 
 
 setup(

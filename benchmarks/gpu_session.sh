@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# One call on a lent GPU machine: build the extension for this GPU, run every test (the `cuda`
+# ones included) and the benchmarks, and leave logs and results under $OUT.
+#
+#   bash benchmarks/gpu_session.sh [--only BENCH...]      (wheels of missing packages in .whl/)
+#
+# Env: QWEN3NEXT_CUDA_ARCHS (default 90a); SANITIZE=1 adds compute-sanitizer runs of the kernel
+# tests; FULL_BUILD=1 also checks the default three-architecture build; TESTS=0 skips the tests.
+set -uo pipefail
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1 CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
+step() { echo "== $* ($(date +%T))"; }
+
+if compgen -G ".whl/*.whl" >/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site
+fi
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
+
+step build
+QWEN3NEXT_CUDA_ARCHS=${QWEN3NEXT_CUDA_ARCHS:-90a} QWEN3NEXT_MAX_JOBS=16 \
+  python3 -m pip install --no-build-isolation --no-deps -q . >"$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
+python3 -c "import qwen3next_cuda.ops as o; print('kernels:', o.HAS_KERNELS, o.build_info())"
+
+if [ "${TESTS:-1}" = 1 ]; then
+  step tests
+  python3 -m pytest -q -n 8 tests 2>&1 | tee "$OUT/tests.log" | tail -25
+fi
+
+if [ "${SANITIZE:-0}" = 1 ]; then
+  for tool in memcheck racecheck; do
+    step "compute-sanitizer $tool"
+    compute-sanitizer --tool $tool --error-exitcode 1 python3 -m pytest -q -m cuda tests/test_norm.py \
+      -k "not compile and not opcheck" >"$OUT/sanitizer_$tool.log" 2>&1
+    echo "$tool exit $?"; tail -3 "$OUT/sanitizer_$tool.log"
+  done
+fi
+
+step benchmarks
+python3 -m benchmarks.run "$@" 2>&1 | tee "$OUT/bench.log"
+cp benchmarks/results/*.json benchmarks/results/*.md "$OUT/" 2>/dev/null
+
+if [ "${FULL_BUILD:-0}" = 1 ]; then
+  step "default three-architecture build"
+  rm -rf /tmp/fullbuild && mkdir /tmp/fullbuild
+  ( time QWEN3NEXT_CUDA_ARCHS="80;90a;100" QWEN3NEXT_MAX_JOBS=16 python3 -m pip wheel --no-build-isolation --no-deps \
+      -q -w /tmp/fullbuild . ) >"$OUT/full_build.log" 2>&1
+  echo "full build exit $?"; tail -4 "$OUT/full_build.log"
+fi
+step done

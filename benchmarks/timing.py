@@ -1,0 +1,42 @@
+"""Kernel timing: CUDA-graph replay over rotated input sets, median of many replays."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Callable, Sequence
+
+import torch
+
+L2_FLUSH_BYTES = 256 * 2**20  # rotate through at least this much data: several times any L2
+MAX_SETS = 64
+
+
+def input_sets(make_inputs: Callable[[], object], bytes_per_call: int) -> list:
+    """Enough independent input sets that one pass over them does not fit in L2."""
+    count = max(1, min(MAX_SETS, -(-L2_FLUSH_BYTES // max(bytes_per_call, 1))))
+    return [make_inputs() for _ in range(count)]
+
+
+def time_graph(call: Callable[[object], None], sets: Sequence, replays: int = 50, warmup: int = 5) -> float:
+    """Median microseconds of one ``call(inputs)``: one graph runs the call once per input set."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):  # eager warm-up: lazy init, autotuning, allocator growth
+        for inputs in sets[:2]:
+            call(inputs)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for inputs in sets:
+            call(inputs)
+    for _ in range(warmup):
+        graph.replay()
+    times = []
+    for _ in range(replays):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1e3 / len(sets))
+    return statistics.median(times)
