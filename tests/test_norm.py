@@ -25,7 +25,7 @@ def gen():
 @cuda
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("tokens,hidden", [(1, 2048), (15, 2048), (63, 72), (300, 2048), (4097, 128),
-                                           (7, 100), (5, 8192)])
+                                           (7, 100), (5, 4096)])
 def test_rmsnorm_add(dtype, tokens, hidden, gen):
     x = _randn(tokens, hidden, dtype=dtype, gen=gen)
     residual = _randn(tokens, hidden, dtype=dtype, gen=gen) * 4

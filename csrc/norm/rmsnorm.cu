@@ -1,8 +1,6 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
-#include <c10/util/Exception.h>
-
 #include "common/launch.h"
 #include "norm/rmsnorm_kernel.cuh"
 
@@ -21,18 +19,18 @@ void launch(const RMSNormParams& p, cudaStream_t stream) {
 // Row length in vectors -> (lanes per row, vectors per lane): short rows (a 128-wide head) take
 // part of a warp so that a warp still moves several rows at once.
 template <typename T, NormKind kKind, int kVec>
-void launch_for_row_length(const RMSNormParams& p, cudaStream_t stream) {
+bool launch_for_row_length(const RMSNormParams& p, cudaStream_t stream) {
   const int vecs = p.dim / kVec;
-  TORCH_CHECK(vecs <= 32 * 32, "rmsnorm: rows of ", p.dim, " elements are too long (at most ", 32 * 32 * kVec,
-              " elements with this alignment)");
-  if (vecs <= 8) return launch<T, kKind, kVec, 8, 1>(p, stream);
-  if (vecs <= 16) return launch<T, kKind, kVec, 16, 1>(p, stream);
-  if (vecs <= 32) return launch<T, kKind, kVec, 32, 1>(p, stream);
-  if (vecs <= 64) return launch<T, kKind, kVec, 32, 2>(p, stream);
-  if (vecs <= 128) return launch<T, kKind, kVec, 32, 4>(p, stream);
-  if (vecs <= 256) return launch<T, kKind, kVec, 32, 8>(p, stream);
-  if (vecs <= 512) return launch<T, kKind, kVec, 32, 16>(p, stream);
-  return launch<T, kKind, kVec, 32, 32>(p, stream);
+  if (vecs <= 8) launch<T, kKind, kVec, 8, 1>(p, stream);
+  else if (vecs <= 16) launch<T, kKind, kVec, 16, 1>(p, stream);
+  else if (vecs <= 32) launch<T, kKind, kVec, 32, 1>(p, stream);
+  else if (vecs <= 64) launch<T, kKind, kVec, 32, 2>(p, stream);
+  else if (vecs <= 128) launch<T, kKind, kVec, 32, 4>(p, stream);
+  else if (vecs <= 256) launch<T, kKind, kVec, 32, 8>(p, stream);
+  else if (vecs <= 512) launch<T, kKind, kVec, 32, 16>(p, stream);
+  else if (vecs <= 1024) launch<T, kKind, kVec, 32, 32>(p, stream);
+  else return false;
+  return true;
 }
 
 bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
@@ -40,25 +38,22 @@ bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 =
 }  // namespace
 
 template <typename T, NormKind kKind>
-void run_rmsnorm(const RMSNormParams& p, cudaStream_t stream) {
-  if (p.tokens == 0) return;
+bool run_rmsnorm(const RMSNormParams& p, cudaStream_t stream) {
+  if (p.tokens == 0) return true;
   constexpr int kVec = 16 / sizeof(T);
   const bool strides_aligned = p.dim % kVec == 0 && p.x_stride % kVec == 0 && p.other_stride % kVec == 0 &&
                                p.out_stride % kVec == 0 && p.residual_out_stride % kVec == 0;
   const bool pointers_aligned = aligned16(p.x) && aligned16(p.out) && aligned16(p.weight) &&
                                 (p.other == nullptr || aligned16(p.other)) &&
                                 (p.residual_out == nullptr || aligned16(p.residual_out));
-  if (strides_aligned && pointers_aligned) {
-    launch_for_row_length<T, kKind, kVec>(p, stream);
-  } else {
-    launch_for_row_length<T, kKind, 1>(p, stream);
-  }
+  return strides_aligned && pointers_aligned ? launch_for_row_length<T, kKind, kVec>(p, stream)
+                                              : launch_for_row_length<T, kKind, 1>(p, stream);
 }
 
 #define INSTANTIATE(T)                                                                        \
-  template void run_rmsnorm<T, NormKind::kPlain>(const RMSNormParams&, cudaStream_t);       \
-  template void run_rmsnorm<T, NormKind::kAddResidual>(const RMSNormParams&, cudaStream_t); \
-  template void run_rmsnorm<T, NormKind::kGated>(const RMSNormParams&, cudaStream_t);
+  template bool run_rmsnorm<T, NormKind::kPlain>(const RMSNormParams&, cudaStream_t);       \
+  template bool run_rmsnorm<T, NormKind::kAddResidual>(const RMSNormParams&, cudaStream_t); \
+  template bool run_rmsnorm<T, NormKind::kGated>(const RMSNormParams&, cudaStream_t);
 INSTANTIATE(float)
 INSTANTIATE(__half)
 INSTANTIATE(__nv_bfloat16)

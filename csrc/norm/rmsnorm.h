@@ -27,7 +27,9 @@ struct RMSNormParams {
   float eps;
 };
 
+// Launches on `stream`; false (nothing launched) when rows are longer than the kernel holds in
+// registers: 1024 vectors of 16 bytes when rows are 16-byte aligned, else 1024 elements.
 template <typename T, NormKind kKind>
-void run_rmsnorm(const RMSNormParams& params, cudaStream_t stream);
+bool run_rmsnorm(const RMSNormParams& params, cudaStream_t stream);
 
 }  // namespace qwen3next

@@ -39,6 +39,8 @@ __global__ void __launch_bounds__(Traits::kThreads) rmsnorm_kernel(const RMSNorm
   T* out = static_cast<T*>(p.out) + token * p.out_stride + head_offset;
   T* residual_out = static_cast<T*>(p.residual_out) + token * p.residual_out_stride + head_offset;
 
+  // Loads are batched before any store: outputs may alias inputs, so the compiler cannot move a
+  // load above an earlier store, and interleaving them would serialise one memory round trip each.
   float v[kIters][kVec];
   float sum_sq = 0.f;
 #pragma unroll
@@ -52,29 +54,40 @@ __global__ void __launch_bounds__(Traits::kThreads) rmsnorm_kernel(const RMSNorm
       // the new residual is rounded to T first, as the unfused model does; the norm sees that value
 #pragma unroll
       for (int i = 0; i < kVec; ++i) v[it][i] = to_float(from_float<T>(v[it][i] + r[i]));
-      store_float(residual_out + col, v[it]);
     }
 #pragma unroll
     for (int i = 0; i < kVec; ++i) sum_sq += v[it][i] * v[it][i];
   }
   const float inv_rms = rsqrtf(group_sum<kLanes>(sum_sq) / p.dim + p.eps);
+  if constexpr (kKind == NormKind::kAddResidual) {
+#pragma unroll
+    for (int it = 0; it < kIters; ++it) {
+      const int col = (it * kLanes + lane) * kVec;
+      if (valid_row && col < p.dim) store_float(residual_out + col, v[it]);
+    }
+  }
 
 #pragma unroll
   for (int it = 0; it < kIters; ++it) {
     const int col = (it * kLanes + lane) * kVec;
     if (!valid_row || col >= p.dim) continue;
-    float w[kVec], y[kVec];
+    float w[kVec];
     load_float(w, static_cast<const T*>(p.weight) + col);
     if constexpr (kKind == NormKind::kGated) {
       float z[kVec];
       load_float(z, other + col);
 #pragma unroll
-      for (int i = 0; i < kVec; ++i) y[i] = v[it][i] * inv_rms * w[i] * silu(z[i]);
+      for (int i = 0; i < kVec; ++i) v[it][i] = v[it][i] * inv_rms * w[i] * silu(z[i]);
     } else {
 #pragma unroll
-      for (int i = 0; i < kVec; ++i) y[i] = v[it][i] * inv_rms * (1.f + w[i]);
+      for (int i = 0; i < kVec; ++i) v[it][i] = v[it][i] * inv_rms * (1.f + w[i]);
     }
-    store_float(out + col, y);
+  }
+
+#pragma unroll
+  for (int it = 0; it < kIters; ++it) {
+    const int col = (it * kLanes + lane) * kVec;
+    if (valid_row && col < p.dim) store_float(out + col, v[it]);
   }
 }
 
