@@ -106,7 +106,7 @@ def test_prefill_then_decode(setup):
         start += num_tokens
         assert cache.length == start
     logits = torch.cat(pieces, dim=1)
-    assert_close(logits, model.forward(input_ids), atol=1e-4, rtol=1e-4, name="vs full-sequence reference")
+    assert_close(logits, model.forward(input_ids), atol=1e-3, max_rel_err=1e-4, name="vs full-sequence reference")
     assert_close(logits, setup.hf_logits, atol=1e-3, max_rel_err=1e-4, name="vs transformers")
     with pytest.raises(ValueError, match="exceed the cache size"):
         model.forward(input_ids[:, :1], cache)
