@@ -11,6 +11,9 @@ OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
+# The lent H100's default CXX (/opt/gcc/bin/g++) builds extensions that segfault as soon as a
+# TORCH_CHECK message formats a number (torch's own load_inline ones too); the system g++ does not.
+if [ -x /usr/bin/g++ ]; then export CXX=/usr/bin/g++ CUDAHOSTCXX=/usr/bin/g++; fi
 step() { echo "== $* ($(date +%T))"; }
 
 if compgen -G ".whl/*.whl" >/dev/null; then

@@ -25,7 +25,7 @@ def gen():
 @cuda
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("tokens,hidden", [(1, 2048), (15, 2048), (63, 72), (300, 2048), (4097, 128),
-                                           (7, 100), (5, 4096)])
+                                           (7, 100), (5, 4096), (9, 512), (3, 8192)])
 def test_rmsnorm_add(dtype, tokens, hidden, gen):
     x = _randn(tokens, hidden, dtype=dtype, gen=gen)
     residual = _randn(tokens, hidden, dtype=dtype, gen=gen) * 4
@@ -72,6 +72,16 @@ def test_rmsnorm_gated_row_lengths(dim, gen):
     x = _randn(37, 3, dim, dtype=torch.bfloat16, gen=gen)
     z = _randn(37, 3, dim, dtype=torch.bfloat16, gen=gen)
     weight = _randn(dim, dtype=torch.bfloat16, gen=gen)
+    out = ops.rmsnorm_gated(x, z, weight, 1e-6)
+    assert_close(out, reference.rmsnorm_gated(x.float(), z.float(), weight.float(), 1e-6), **TOL[torch.bfloat16])
+
+
+@cuda
+def test_ops_accept_any_layout(gen):
+    """ops copy inputs whose last dimension is strided (the chunked delta rule's output is) once."""
+    x = _randn(8, 32, 5, dtype=torch.bfloat16, gen=gen).transpose(0, 2)  # [5, 32, 8], last-dim stride 160
+    z = _randn(5, 32, 8, dtype=torch.bfloat16, gen=gen)
+    weight = _randn(8, dtype=torch.bfloat16, gen=gen)
     out = ops.rmsnorm_gated(x, z, weight, 1e-6)
     assert_close(out, reference.rmsnorm_gated(x.float(), z.float(), weight.float(), 1e-6), **TOL[torch.bfloat16])
 

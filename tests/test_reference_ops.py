@@ -80,10 +80,13 @@ def test_delta_rule_without_state_starts_from_zero(gen):
 def test_delta_rule_matches_transformers(gen, num_tokens):
     q, k, v, g, beta, state = delta_rule_inputs(gen, 2, num_tokens)
     common = dict(initial_state=state, output_final_state=True, use_qk_l2norm_in_kernel=True)
+    # key head i serves value heads ratio*i .. ratio*i + ratio-1; transformers before 5.2x wants them repeated
+    ratio = v.shape[2] // q.shape[2]
+    q_rep, k_rep = (t.repeat_interleave(ratio, dim=2) for t in (q, k))
     for ours, theirs in ((ref.gated_delta_rule_recurrent, hf.torch_recurrent_gated_delta_rule),
                          (ref.gated_delta_rule_chunked, hf.torch_chunk_gated_delta_rule)):
         out, final = ours(q, k, v, g, beta, initial_state=state)
-        out_hf, final_hf = theirs(q, k, v, g, beta, **common)
+        out_hf, final_hf = theirs(q_rep, k_rep, v, g, beta, **common)
         assert_close(out, out_hf, atol=5e-6, rtol=1e-5, name=f"{ours.__name__} output")
         assert_close(final, final_hf, atol=5e-6, rtol=1e-5, name=f"{ours.__name__} final state")
 

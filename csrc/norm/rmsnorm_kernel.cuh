@@ -5,8 +5,11 @@
 
 namespace qwen3next {
 
-// One group of kLanes threads per row; each thread keeps kIters vectors of kVec elements in
-// registers, so every input element is read once and every output written once.
+// One group of kLanes consecutive threads per row (part of a warp for a 128-wide head, several
+// warps for a 2048-wide hidden row); each thread keeps kIters vectors of kVec elements in registers,
+// so every input element is read once and every output written once. Few vectors per thread keep
+// the dependent instruction chain short (a lone row at decode is latency-bound) and the register
+// count low (occupancy, hence loads in flight, for long sequences).
 template <typename T, NormKind kKind, int kVec_, int kLanes_, int kIters_>
 struct RMSNormTraits {
   using Element = T;
@@ -16,8 +19,27 @@ struct RMSNormTraits {
   static constexpr int kIters = kIters_;
   static constexpr int kThreads = 256;
   static constexpr int kRowsPerBlock = kThreads / kLanes;
-  static_assert(kLanes <= 32 && (kLanes & (kLanes - 1)) == 0, "a row group must fit in a warp");
+  static_assert(kLanes <= kThreads && (kLanes & (kLanes - 1)) == 0, "a row group is a power of two in a block");
 };
+
+// Sum over the kLanes threads of a row: shuffles within a warp, then shared memory across the warps
+// of a row. Every thread of the block must call it (it may hold a __syncthreads).
+template <int kLanes, int kThreads>
+__device__ __forceinline__ float row_sum(float x) {
+  x = group_sum<(kLanes < 32 ? kLanes : 32)>(x);
+  if constexpr (kLanes > 32) {
+    constexpr int kWarpsPerRow = kLanes / 32;
+    __shared__ float warp_sums[kThreads / 32];
+    const int warp = threadIdx.x / 32;
+    if (threadIdx.x % 32 == 0) warp_sums[warp] = x;
+    __syncthreads();
+    const int first = warp - warp % kWarpsPerRow;
+    x = 0.f;
+#pragma unroll
+    for (int i = 0; i < kWarpsPerRow; ++i) x += warp_sums[first + i];
+  }
+  return x;
+}
 
 __device__ __forceinline__ float silu(float x) { return x / (1.f + __expf(-x)); }
 
@@ -29,7 +51,7 @@ __global__ void __launch_bounds__(Traits::kThreads) rmsnorm_kernel(const RMSNorm
 
   const int64_t row = int64_t(blockIdx.x) * Traits::kRowsPerBlock + threadIdx.x / kLanes;
   const int lane = threadIdx.x % kLanes;
-  // Threads past the last row stay to the end: the group reduction needs the whole warp.
+  // Threads past the last row stay to the end: the row reduction needs the whole warp (and block).
   const bool valid_row = row < p.tokens * p.heads;
   const int64_t token = valid_row ? row / p.heads : 0;
   const int64_t head_offset = valid_row ? int64_t(row % p.heads) * p.dim : 0;
@@ -58,7 +80,7 @@ __global__ void __launch_bounds__(Traits::kThreads) rmsnorm_kernel(const RMSNorm
 #pragma unroll
     for (int i = 0; i < kVec; ++i) sum_sq += v[it][i] * v[it][i];
   }
-  const float inv_rms = rsqrtf(group_sum<kLanes>(sum_sq) / p.dim + p.eps);
+  const float inv_rms = rsqrtf(row_sum<kLanes, Traits::kThreads>(sum_sq) / p.dim + p.eps);
   if constexpr (kKind == NormKind::kAddResidual) {
 #pragma unroll
     for (int it = 0; it < kIters; ++it) {

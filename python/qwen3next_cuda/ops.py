@@ -41,6 +41,11 @@ def _use_kernel(*tensors: torch.Tensor) -> bool:
     return HAS_KERNELS and all(t.is_cuda and t.dtype in _KERNEL_DTYPES for t in tensors)
 
 
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    """The kernels read rows of contiguous elements (strided rows are fine): copy other layouts once."""
+    return t if t.stride(-1) == 1 or t.size(-1) <= 1 else t.contiguous()
+
+
 def build_info() -> dict | None:
     """Architectures and CUDA/CUTLASS versions of the built extension, or None if it is not built."""
     return json.loads(torch.ops.qwen3next.build_info()) if HAS_KERNELS else None
@@ -53,7 +58,7 @@ def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     if not _use_kernel(x, weight):
         return reference.rmsnorm(x, weight, eps)
     out = x.new_empty(x.shape)
-    torch.ops.qwen3next.rmsnorm(out, x, weight, eps)
+    torch.ops.qwen3next.rmsnorm(out, _rows(x), weight, eps)
     return out
 
 
@@ -62,7 +67,7 @@ def rmsnorm_add(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
     if not _use_kernel(x, residual, weight):
         return reference.rmsnorm_add(x, residual, weight, eps)
     new_residual, out = x.new_empty(x.shape), x.new_empty(x.shape)
-    torch.ops.qwen3next.rmsnorm_add(new_residual, out, x, residual, weight, eps)
+    torch.ops.qwen3next.rmsnorm_add(new_residual, out, _rows(x), _rows(residual), weight, eps)
     return new_residual, out
 
 
@@ -70,7 +75,7 @@ def rmsnorm_gated(x: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, eps: f
     if not _use_kernel(x, z, weight):
         return reference.rmsnorm_gated(x, z, weight, eps)
     out = x.new_empty(x.shape)
-    torch.ops.qwen3next.rmsnorm_gated(out, x, z, weight, eps)
+    torch.ops.qwen3next.rmsnorm_gated(out, _rows(x), _rows(z), weight, eps)
     return out
 
 
