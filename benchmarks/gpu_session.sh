@@ -5,7 +5,7 @@
 #   bash benchmarks/gpu_session.sh [--only BENCH...]      (wheels of missing packages in .whl/)
 #
 # Env: QWEN3NEXT_CUDA_ARCHS (default 90a); SANITIZE=1 adds compute-sanitizer runs of the kernel
-# tests; FULL_BUILD=1 also checks the default three-architecture build; TESTS=0 skips the tests.
+# tests; FULL_BUILD=1 also checks the default three-architecture build; TESTS=cuda runs only the GPU tests, TESTS=0 none.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -27,9 +27,10 @@ QWEN3NEXT_CUDA_ARCHS=${QWEN3NEXT_CUDA_ARCHS:-90a} QWEN3NEXT_MAX_JOBS=16 \
   python3 -m pip install --no-build-isolation --no-deps -q . >"$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
 python3 -c "import qwen3next_cuda.ops as o; print('kernels:', o.HAS_KERNELS, o.build_info())"
 
-if [ "${TESTS:-1}" = 1 ]; then
-  step tests
-  python3 -m pytest -q -n 8 tests 2>&1 | tee "$OUT/tests.log" | tail -25
+if [ "${TESTS:-all}" != 0 ]; then
+  step "tests (${TESTS:-all})"
+  [ "${TESTS:-all}" = cuda ] && marker=(-m cuda) || marker=()
+  python3 -m pytest -q -n 8 "${marker[@]}" tests 2>&1 | tee "$OUT/tests.log" | tail -25
 fi
 
 if [ "${SANITIZE:-0}" = 1 ]; then

@@ -117,15 +117,15 @@ def test_bad_inputs_raise_clear_errors(gen):
         torch.ops.qwen3next.rmsnorm(out, x, w[:32], 1e-6)
     with pytest.raises(RuntimeError, match="dtype"):
         torch.ops.qwen3next.rmsnorm(out, x, w.float(), 1e-6)
-    with pytest.raises(RuntimeError, match="CUDA tensor"):
-        torch.ops.qwen3next.rmsnorm(out.cpu(), x.cpu(), w.cpu(), 1e-6)
+    with pytest.raises(RuntimeError, match="must be on cuda"):
+        torch.ops.qwen3next.rmsnorm(out, x, w.cpu(), 1e-6)
     with pytest.raises(RuntimeError, match="must have shape"):
         torch.ops.qwen3next.rmsnorm(out[:2], x, w, 1e-6)
     with pytest.raises(RuntimeError, match="cannot be viewed as rows"):
         torch.ops.qwen3next.rmsnorm(out, x.t().contiguous().t(), w, 1e-6)
     with pytest.raises(RuntimeError, match="too long"):
-        big = _randn(2, 9000, dtype=torch.bfloat16, gen=gen)
-        torch.ops.qwen3next.rmsnorm(torch.empty_like(big), big, _randn(9000, dtype=torch.bfloat16, gen=gen), 1e-6)
+        big = _randn(2, 20000, dtype=torch.bfloat16, gen=gen)
+        torch.ops.qwen3next.rmsnorm(torch.empty_like(big), big, _randn(20000, dtype=torch.bfloat16, gen=gen), 1e-6)
     with pytest.raises(RuntimeError, match="eps must be positive"):
         torch.ops.qwen3next.rmsnorm(out, x, w, 0.0)
 

@@ -33,6 +33,7 @@ bool launch_for_row_length(const RMSNormParams& p, cudaStream_t stream) {
   else if (vecs <= 256) launch<T, kKind, kVec, 256, 1>(p, stream);
   else if (vecs <= 512) launch<T, kKind, kVec, 256, 2>(p, stream);
   else if (vecs <= 1024) launch<T, kKind, kVec, 256, 4>(p, stream);
+  else if (vecs <= 2048) launch<T, kKind, kVec, 256, 8>(p, stream);
   else return false;
   return true;
 }

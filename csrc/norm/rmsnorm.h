@@ -28,7 +28,7 @@ struct RMSNormParams {
 };
 
 // Launches on `stream`; false (nothing launched) when rows are longer than the kernel holds in
-// registers: 1024 vectors of 16 bytes when rows are 16-byte aligned, else 1024 elements.
+// registers: 2048 vectors of 16 bytes when rows are 16-byte aligned, else 2048 elements.
 template <typename T, NormKind kKind>
 bool run_rmsnorm(const RMSNormParams& params, cudaStream_t stream);
 

@@ -48,8 +48,8 @@ void rmsnorm_impl(at::Tensor& out, at::Tensor* residual_out, const at::Tensor& x
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const bool launched =
       QN_DISPATCH_FLOAT_TYPES(x.scalar_type(), "rmsnorm", [&] { return run_rmsnorm<scalar_t, kKind>(p, stream); });
-  TORCH_CHECK(launched, "rmsnorm: rows of ", p.dim, " elements are too long (at most ", 1024 * 16 / x.element_size(),
-              " elements in 16-byte aligned rows, 1024 otherwise)");
+  TORCH_CHECK(launched, "rmsnorm: rows of ", p.dim, " elements are too long (at most ", 2048 * 16 / x.element_size(),
+              " elements in 16-byte aligned rows, 2048 otherwise)");
 }
 
 }  // namespace
