@@ -33,11 +33,14 @@ def gpu_key(name: str) -> str:
 
 
 def commit() -> str:
+    """QWEN3NEXT_COMMIT when set (a copied work tree may carry a stale .git), else the checkout's HEAD."""
+    if os.environ.get("QWEN3NEXT_COMMIT"):
+        return os.environ["QWEN3NEXT_COMMIT"]
     try:
         return subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
                               check=True, cwd=Path(__file__).parent).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        return os.environ.get("QWEN3NEXT_COMMIT", "unknown")
+        return "unknown"
 
 
 class Recorder:
@@ -69,7 +72,7 @@ def merge(old: list[dict], new: list[dict]) -> list[dict]:
     key = lambda r: (r["bench"], r["impl"], json.dumps(r["params"], sort_keys=True))  # noqa: E731
     merged = {key(r): r for r in old}
     merged.update({key(r): r for r in new})
-    return sorted(merged.values(), key=lambda r: (r["bench"], json.dumps(r["params"], sort_keys=True), r["impl"]))
+    return sorted(merged.values(), key=lambda r: (r["bench"], sorted(r["params"].items()), r["impl"]))
 
 
 def markdown(doc: dict) -> str:
@@ -124,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     path = RESULTS / f"{gpu_key(name)}.json"
     old = json.loads(path.read_text())["results"] if path.exists() else []
     doc = {"gpu": name, "torch": torch.__version__, "commit": commit(),
-           "command": "python -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:]),
+           "command": " ".join(["python -m benchmarks.run", *(argv if argv is not None else sys.argv[1:])]),
            "ceilings": ceiling, "results": merge(old, recorder.rows)}
     path.write_text(json.dumps(doc, indent=1) + "\n")
     path.with_suffix(".md").write_text(markdown(doc))

@@ -121,8 +121,11 @@ def test_bad_inputs_raise_clear_errors(gen):
         torch.ops.qwen3next.rmsnorm(out, x, w.cpu(), 1e-6)
     with pytest.raises(RuntimeError, match="must have shape"):
         torch.ops.qwen3next.rmsnorm(out[:2], x, w, 1e-6)
-    with pytest.raises(RuntimeError, match="cannot be viewed as rows"):
+    with pytest.raises(RuntimeError, match="contiguous in its last dimension"):
         torch.ops.qwen3next.rmsnorm(out, x.t().contiguous().t(), w, 1e-6)
+    tokens_swapped = _randn(2, 4, 64, dtype=torch.bfloat16, gen=gen).transpose(0, 1)  # [4, 2, 64], strides 64, 256
+    with pytest.raises(RuntimeError, match="cannot be viewed as rows"):
+        torch.ops.qwen3next.rmsnorm(torch.empty_like(tokens_swapped), tokens_swapped, w, 1e-6)
     with pytest.raises(RuntimeError, match="too long"):
         big = _randn(2, 20000, dtype=torch.bfloat16, gen=gen)
         torch.ops.qwen3next.rmsnorm(torch.empty_like(big), big, _randn(20000, dtype=torch.bfloat16, gen=gen), 1e-6)
