@@ -73,14 +73,26 @@ def _torch_arch_name(arch: str) -> str:
     return f"{digits[:-1]}.{digits[-1]}{suffix}"
 
 
+def _fresh_build_dir(build_dir: Path) -> Path:
+    """The CMake build folder, emptied when it was configured against another torch: pip's isolated
+    build environments are new folders each time, and CMake's cache would point into a deleted one."""
+    import torch
+
+    stamp, torch_dir = build_dir / "torch_dir.txt", os.path.dirname(torch.__file__)
+    if build_dir.exists() and (not stamp.exists() or stamp.read_text() != torch_dir):
+        shutil.rmtree(build_dir)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(torch_dir)
+    return build_dir
+
+
 class CMakeBuild(build_ext):
     def build_extension(self, ext: CMakeExtension) -> None:
         _check_torch()
         nvcc = _find_nvcc()
         archs = os.environ.get("QWEN3NEXT_CUDA_ARCHS", DEFAULT_ARCHS).replace(",", ";")
         out_dir = Path(self.get_ext_fullpath(ext.name)).parent.resolve()  # .../qwen3next_cuda
-        build_dir = Path(self.build_temp).resolve()
-        build_dir.mkdir(parents=True, exist_ok=True)
+        build_dir = _fresh_build_dir(Path(self.build_temp).resolve())
         torch_archs = ";".join(_torch_arch_name(a) for a in archs.split(";"))
         env = dict(os.environ, TORCH_CUDA_ARCH_LIST=torch_archs, CUDACXX=nvcc)
         configure = [
