@@ -11,10 +11,14 @@ L2_FLUSH_BYTES = 256 * 2**20  # rotate through at least this much data: several 
 MAX_SETS = 64
 
 
+def set_count(bytes_per_call: int) -> int:
+    """How many independent input sets make one pass over them too large for L2."""
+    return max(1, min(MAX_SETS, -(-L2_FLUSH_BYTES // max(bytes_per_call, 1))))
+
+
 def input_sets(make_inputs: Callable[[], object], bytes_per_call: int) -> list:
     """Enough independent input sets that one pass over them does not fit in L2."""
-    count = max(1, min(MAX_SETS, -(-L2_FLUSH_BYTES // max(bytes_per_call, 1))))
-    return [make_inputs() for _ in range(count)]
+    return [make_inputs() for _ in range(set_count(bytes_per_call))]
 
 
 def time_graph(call: Callable[[object], None], sets: Sequence, replays: int = 50, warmup: int = 5) -> float:

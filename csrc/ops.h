@@ -12,4 +12,9 @@ void rmsnorm_add(at::Tensor& residual_out, at::Tensor& out, const at::Tensor& x,
 void rmsnorm_gated(at::Tensor& out, const at::Tensor& x, const at::Tensor& z, const at::Tensor& weight,
                    double eps);
 
+// gdn/
+void gdn_decode(at::Tensor& out, at::Tensor& conv_state, at::Tensor& recurrent_state, const at::Tensor& qkvz,
+                const at::Tensor& ba, const at::Tensor& slots, const at::Tensor& conv_weight, const at::Tensor& A_log,
+                const at::Tensor& dt_bias, const at::Tensor& norm_weight, double eps, bool update_state);
+
 }  // namespace qwen3next

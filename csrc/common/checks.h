@@ -13,5 +13,5 @@
   TORCH_CHECK((a).device() == (b).device(), #a " and " #b " must be on the same device, got ", (a).device(), \
               " and ", (b).device())
 #define QN_CHECK_SHAPE(t, ...)                                                                       \
-  TORCH_CHECK((t).sizes() == torch::IntArrayRef({__VA_ARGS__}), #t " must have shape ",           \
-              torch::IntArrayRef({__VA_ARGS__}), ", got ", (t).sizes())
+  TORCH_CHECK((t).sizes() == c10::IntArrayRef({__VA_ARGS__}), #t " must have shape ",           \
+              c10::IntArrayRef({__VA_ARGS__}), ", got ", (t).sizes())

@@ -79,6 +79,32 @@ def rmsnorm_gated(x: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, eps: f
     return out
 
 
+# ---- Gated DeltaNet decode mixer -------------------------------------------------------------------
+
+GDN_HEAD_DIM, GDN_MAX_TOKENS = 128, 8
+
+
+def _gdn_decode_kernel_fits(qkvz: torch.Tensor, recurrent_state: torch.Tensor, slots: torch.Tensor) -> bool:
+    """The kernel's scope: 16-bit activations, 128-wide heads, up to 8 tokens, clusters (sm90+)."""
+    return (HAS_KERNELS and qkvz.is_cuda and qkvz.dtype in (torch.bfloat16, torch.float16)
+            and recurrent_state.shape[-2:] == (GDN_HEAD_DIM, GDN_HEAD_DIM) and qkvz.shape[1] <= GDN_MAX_TOKENS
+            and slots.dtype == torch.int32 and torch.cuda.get_device_capability(qkvz.device)[0] >= 9)
+
+
+def gdn_decode(qkvz: torch.Tensor, ba: torch.Tensor, conv_state: torch.Tensor, recurrent_state: torch.Tensor,
+               slots: torch.Tensor, conv_weight: torch.Tensor, A_log: torch.Tensor, dt_bias: torch.Tensor,
+               norm_weight: torch.Tensor, eps: float, out: torch.Tensor | None = None,
+               update_state: bool = True) -> torch.Tensor:
+    if not _gdn_decode_kernel_fits(qkvz, recurrent_state, slots):
+        return reference.gdn_decode(qkvz, ba, conv_state, recurrent_state, slots, conv_weight, A_log, dt_bias,
+                                    norm_weight, eps, out, update_state)
+    if out is None:
+        out = qkvz.new_zeros(qkvz.shape[0], qkvz.shape[1], recurrent_state.shape[1] * GDN_HEAD_DIM)
+    torch.ops.qwen3next.gdn_decode(out, conv_state, recurrent_state, qkvz, ba, slots, conv_weight, A_log, dt_bias,
+                                   norm_weight, eps, update_state)
+    return out
+
+
 # ---- fake (meta) implementations: the ops only write their preallocated outputs ------------------
 
 if HAS_KERNELS:
@@ -93,4 +119,9 @@ if HAS_KERNELS:
 
     @torch.library.register_fake("qwen3next::rmsnorm_gated")
     def _(out, x, z, weight, eps):
+        return None
+
+    @torch.library.register_fake("qwen3next::gdn_decode")
+    def _(out, conv_state, recurrent_state, qkvz, ba, slots, conv_weight, A_log, dt_bias, norm_weight, eps,
+          update_state):
         return None

@@ -6,7 +6,7 @@ The ground truth our kernels are tested against; it matches ``transformers.Qwen3
 
 from .attention import attention
 from .conv import causal_conv1d, causal_conv1d_update
-from .gdn import gated_delta_rule_chunked, gated_delta_rule_recurrent, gdn_gating
+from .gdn import gated_delta_rule_chunked, gated_delta_rule_recurrent, gdn_decode, gdn_gating
 from .model import HybridCache, Qwen3NextReference
 from .moe import MoEWeights, moe, router_topk
 from .norm import rmsnorm, rmsnorm_add, rmsnorm_gated
@@ -18,6 +18,7 @@ __all__ = [
     "causal_conv1d_update",
     "gated_delta_rule_chunked",
     "gated_delta_rule_recurrent",
+    "gdn_decode",
     "gdn_gating",
     "MoEWeights",
     "moe",

@@ -15,6 +15,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .conv import causal_conv1d
+from .norm import rmsnorm_gated
+
 L2NORM_EPS = 1e-6
 
 
@@ -108,3 +111,41 @@ def gated_delta_rule_chunked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
         end = cum[..., -1:]
         state = end.exp().unsqueeze(-1) * state + ((end - cum).exp().unsqueeze(-1) * k_c).transpose(-1, -2) @ written
     return out.transpose(1, 2).to(out_dtype), state
+
+
+def gdn_decode(qkvz: torch.Tensor, ba: torch.Tensor, conv_state: torch.Tensor, recurrent_state: torch.Tensor,
+               slots: torch.Tensor, conv_weight: torch.Tensor, A_log: torch.Tensor, dt_bias: torch.Tensor,
+               norm_weight: torch.Tensor, eps: float, out: torch.Tensor | None = None,
+               update_state: bool = True) -> torch.Tensor:
+    """The Gated DeltaNet mixer between in_proj and out_proj for T (1..8) new tokens per sequence, on
+    the cache layouts of ``qwen3next_cuda.cache`` (updated in place when ``update_state``).
+
+    qkvz: [B, T, 2*Hk*dk + 2*Hv*dv] in_proj output, rows in ``[q | k | v | z]`` order; ba: [B, T, 2*Hv]
+    ``[b | a]``; conv_state: [slots, K-1, C] (C = 2*Hk*dk + Hv*dv channels contiguous, oldest input first);
+    recurrent_state: [slots, Hv, dv, dk] fp32 (value-major: S^T); slots: [B] cache slot of each sequence,
+    -1 for padding rows (skipped: their output rows and states are left as they are); conv_weight: [C, K];
+    A_log, dt_bias: [Hv]; norm_weight: [dv]. Writes and returns ``out`` [B, T, Hv*dv] (qkvz.dtype).
+    """
+    batch, num_tokens, _ = qkvz.shape
+    num_v_heads, dv, dk = recurrent_state.shape[1:]
+    channels = conv_weight.shape[0]
+    key_dim = (channels - num_v_heads * dv) // 2
+    if out is None:
+        out = qkvz.new_zeros(batch, num_tokens, num_v_heads * dv)
+    rows = (slots >= 0).nonzero().flatten()
+    if rows.numel() == 0:
+        return out
+    index = slots[rows].long()
+    qkv, z = qkvz[rows].split([channels, num_v_heads * dv], dim=-1)
+    qkv, conv_final = causal_conv1d(qkv, conv_weight, conv_state[index].transpose(1, 2))
+    q, k, v = qkv.split([key_dim, key_dim, num_v_heads * dv], dim=-1)
+    q, k = (t.unflatten(-1, (-1, dk)) for t in (q, k))
+    v, z = (t.unflatten(-1, (num_v_heads, dv)) for t in (v, z))
+    b, a = ba[rows].chunk(2, dim=-1)
+    g, beta = gdn_gating(a, b, A_log, dt_bias)
+    o, final = gated_delta_rule_recurrent(q, k, v, g, beta, recurrent_state[index].transpose(-1, -2))
+    out[rows] = rmsnorm_gated(o, z, norm_weight, eps).flatten(-2).to(out.dtype)
+    if update_state:
+        conv_state[index] = conv_final.transpose(1, 2).to(conv_state.dtype)
+        recurrent_state[index] = final.transpose(-1, -2).to(recurrent_state.dtype)
+    return out

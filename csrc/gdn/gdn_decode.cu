@@ -1,0 +1,42 @@
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "common/launch.h"
+#include "gdn/gdn_decode_kernel.cuh"
+
+namespace qwen3next {
+namespace {
+
+template <typename T, int kRatio>
+void launch(const GdnDecodeParams& p, cudaStream_t stream) {
+  using Traits = GdnDecodeTraits<T, kRatio>;
+  cudaLaunchConfig_t config{};
+  config.gridDim = dim3(p.batch * p.key_heads * Traits::kClusterSize);
+  config.blockDim = dim3(Traits::kThreads);
+  config.stream = stream;
+  cudaLaunchAttribute cluster{};
+  cluster.id = cudaLaunchAttributeClusterDimension;
+  cluster.val.clusterDim.x = Traits::kClusterSize;
+  cluster.val.clusterDim.y = cluster.val.clusterDim.z = 1;
+  config.attrs = &cluster;
+  config.numAttrs = 1;
+  cudaLaunchKernelEx(&config, gdn_decode_kernel<Traits>, p);
+  QN_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+template <typename T>
+void run_gdn_decode(const GdnDecodeParams& p, cudaStream_t stream) {
+  if (p.batch == 0) return;
+  if (p.value_heads == p.key_heads) {
+    launch<T, 1>(p, stream);
+  } else {
+    launch<T, 2>(p, stream);
+  }
+}
+
+template void run_gdn_decode<__half>(const GdnDecodeParams&, cudaStream_t);
+template void run_gdn_decode<__nv_bfloat16>(const GdnDecodeParams&, cudaStream_t);
+
+}  // namespace qwen3next
