@@ -97,17 +97,22 @@ def test_kernel_matches_fp32_reference(dtype, heads, batch, tokens):
     num_slots = batch + 4
     qkvz, ba, conv_state, recurrent = make_inputs(gen, batch, tokens, num_slots, key_heads, value_heads, "cuda", dtype)
     slots = padded_slots(gen, batch, num_slots, "cuda")
-    ref_conv, ref_recurrent = conv_state.float(), recurrent.clone()
-    expected = reference.gdn_decode(*_fp32(qkvz, ba, ref_conv, ref_recurrent, slots), eps=EPS,
-                                    **dict(zip(layer, _fp32(*layer.values()))))
+    same_conv, same_recurrent = conv_state.clone(), recurrent.clone()  # the reference on the same inputs
+    same = reference.gdn_decode(qkvz, ba, same_conv, same_recurrent, slots, eps=EPS, **layer)
+    fp32_conv, fp32_recurrent = conv_state.float(), recurrent.clone()  # and with every rounding removed
+    fp32 = reference.gdn_decode(*_fp32(qkvz, ba, fp32_conv, fp32_recurrent, slots), eps=EPS,
+                                **dict(zip(layer, _fp32(*layer.values()))))
     out = nan_like(torch.empty(batch, tokens, value_heads * DIM, dtype=dtype, device="cuda"))
     ops.gdn_decode(qkvz, ba, conv_state, recurrent, slots, eps=EPS, out=out, **layer)
 
     valid = slots >= 0
     assert out[~valid].isnan().all(), "padding rows must be left as they are"
-    assert_close(out[valid], expected[valid], atol=3e-2, rtol=3e-2)
-    assert_close(conv_state.float(), ref_conv, atol=0, rtol=0, name="conv state")
-    assert_close(recurrent, ref_recurrent, atol=1e-4, rtol=1e-3, max_rel_err=2e-3, name="recurrent state")
+    assert_close(out[valid], same[valid], atol=2e-2, rtol=2e-2)
+    assert torch.equal(conv_state, same_conv), "conv state"
+    assert_close(recurrent, same_recurrent, atol=2e-5, rtol=1e-4, name="recurrent state")
+    # against fp32 throughout, the differences are the model's own roundings of activations to 16 bits
+    assert_close(out[valid], fp32[valid], atol=5e-2, rtol=5e-2, max_rel_err=1e-2, name="output vs fp32")
+    assert_close(recurrent, fp32_recurrent, atol=2e-2, rtol=2e-2, max_rel_err=5e-3, name="state vs fp32")
 
 
 @cuda
@@ -127,19 +132,18 @@ def test_verification_leaves_states_and_matches_update():
 
 @cuda
 def test_1000_steps_state_drift():
-    """The same bf16 inputs into the kernel and the fp32 reference for 1000 steps: states stay within 1e-3."""
+    """The same bf16 inputs into the kernel and the reference (fp32 state, the model's roundings) for 1000 steps."""
     gen = torch.Generator().manual_seed(11)
     layer = make_layer(gen, device="cuda")
     _, _, conv_state, recurrent = make_inputs(gen, 2, 1, 2, device="cuda")
     slots = torch.tensor([1, 0], dtype=torch.int32, device="cuda")
-    ref_conv, ref_recurrent = conv_state.float(), recurrent.clone()
-    layer32 = dict(zip(layer, _fp32(*layer.values())))
+    ref_conv, ref_recurrent = conv_state.clone(), recurrent.clone()
     worst = 0.0
     for step in range(1000):
         qkvz = torch.randn(2, 1, 2 * 2 * DIM + 2 * 4 * DIM, device="cuda").bfloat16()
         ba = torch.randn(2, 1, 8, device="cuda").bfloat16()
         ops.gdn_decode(qkvz, ba, conv_state, recurrent, slots, eps=EPS, **layer)
-        reference.gdn_decode(qkvz.float(), ba.float(), ref_conv, ref_recurrent, slots, eps=EPS, **layer32)
+        reference.gdn_decode(qkvz, ba, ref_conv, ref_recurrent, slots, eps=EPS, **layer)
         if step % 100 == 99:
             worst = max(worst, float((recurrent - ref_recurrent).norm() / ref_recurrent.norm()))
     assert worst < 1e-3, f"state relative error {worst:.3g} after up to 1000 steps"

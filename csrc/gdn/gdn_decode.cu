@@ -7,9 +7,9 @@
 namespace qwen3next {
 namespace {
 
-template <typename T, int kRatio>
+template <typename T, int kRatio, int kTokens>
 void launch(const GdnDecodeParams& p, cudaStream_t stream) {
-  using Traits = GdnDecodeTraits<T, kRatio>;
+  using Traits = GdnDecodeTraits<T, kRatio, kTokens>;
   cudaLaunchConfig_t config{};
   config.gridDim = dim3(p.batch * p.key_heads * Traits::kClusterSize);
   config.blockDim = dim3(Traits::kThreads);
@@ -24,15 +24,25 @@ void launch(const GdnDecodeParams& p, cudaStream_t stream) {
   QN_CHECK_LAUNCH();
 }
 
+// One token per sequence (decode) keeps a register per input; 2..8 (verification) take the general case.
+template <typename T, int kRatio>
+void launch_for_tokens(const GdnDecodeParams& p, cudaStream_t stream) {
+  if (p.tokens == 1) {
+    launch<T, kRatio, 1>(p, stream);
+  } else {
+    launch<T, kRatio, 8>(p, stream);
+  }
+}
+
 }  // namespace
 
 template <typename T>
 void run_gdn_decode(const GdnDecodeParams& p, cudaStream_t stream) {
   if (p.batch == 0) return;
   if (p.value_heads == p.key_heads) {
-    launch<T, 1>(p, stream);
+    launch_for_tokens<T, 1>(p, stream);
   } else {
-    launch<T, 2>(p, stream);
+    launch_for_tokens<T, 2>(p, stream);
   }
 }
 
