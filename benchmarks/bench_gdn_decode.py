@@ -2,7 +2,8 @@
 
 ours: the fused kernel. fla: the same mixer from flash-linear-attention's fused recurrent kernel (fp32 state,
 q/k L2 norm in the kernel, state updated in place as serving engines run it) plus torch ops for the conv
-update, the gating and the gated norm. fla_kernel: FLA's recurrent kernel alone. All graph-replayed, each
+update, the gating and the gated norm. fla_recurrent_only: FLA's recurrent kernel alone (part of the work:
+not a peer for the speed-up). All graph-replayed, each
 call on its own cache slots so that no state is still in L2.
 """
 
@@ -111,5 +112,5 @@ def run(record) -> None:
             args, i = item
             _fla_recurrent_in_place(kernel, *args, fla_state[i])
 
-        record("gdn_decode", "fla_kernel", {"batch": batch}, time_graph(fla_kernel, prepared),
+        record("gdn_decode", "fla_recurrent_only", {"batch": batch}, time_graph(fla_kernel, prepared),
                nbytes=2 * batch * VALUE_HEADS * DIM * DIM * 4)
