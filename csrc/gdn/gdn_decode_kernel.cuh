@@ -120,6 +120,8 @@ __global__ void __launch_bounds__(Traits::kThreads) gdn_decode_kernel(const GdnD
 
   const int slot = p.slots[seq];
   if (slot < 0 || slot >= p.num_slots) return;  // the whole cluster leaves together
+  // Another CTA's shared memory may be written only once that CTA runs: arrive now, wait before the writes.
+  asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory");
   // Thread (row, part) holds keys 4 * (part + kParts * i) + 0..3 of its value row, so a row's kParts
   // threads read 64 contiguous bytes per load.
   float* state_row = p.recurrent_state + ((int64_t(slot) * p.value_heads + head) * kDim + value_row) * kDim;
@@ -206,6 +208,7 @@ __global__ void __launch_bounds__(Traits::kThreads) gdn_decode_kernel(const GdnD
   // 5. Gated RMSNorm over the head's 128 rows, spread over kSplits CTAs of the cluster: each CTA pushes its
   // partial sums of o^2 into every CTA of its head (distributed shared memory) before the cluster barrier,
   // so after it all reads are local and no CTA has to wait for the others before leaving.
+  asm volatile("barrier.cluster.wait.aligned;\n" ::: "memory");
   if (tid < 32) {
     const int head_base = rank / kSplits * kSplits;
     for (int t = 0; t < num_tokens; ++t) {
