@@ -120,8 +120,6 @@ __global__ void __launch_bounds__(Traits::kThreads) gdn_decode_kernel(const GdnD
 
   const int slot = p.slots[seq];
   if (slot < 0 || slot >= p.num_slots) return;  // the whole cluster leaves together
-  // Another CTA's shared memory may be written only once that CTA runs: arrive now, wait before the writes.
-  asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory");
   // Thread (row, part) holds keys 4 * (part + kParts * i) + 0..3 of its value row, so a row's kParts
   // threads read 64 contiguous bytes per load.
   float* state_row = p.recurrent_state + ((int64_t(slot) * p.value_heads + head) * kDim + value_row) * kDim;
@@ -136,7 +134,7 @@ __global__ void __launch_bounds__(Traits::kThreads) gdn_decode_kernel(const GdnD
   __shared__ float qk_s[kTokens][2][kDim];  // conv'd q, k of each token, then L2-normalised
   __shared__ float v_s[kTokens][kCols], z_s[kTokens][kCols], o_s[kTokens][kCols];
   __shared__ float g_s[kTokens], beta_s[kTokens];
-  __shared__ float head_sumsq_s[kSplits][kTokens];  // sum(o^2) per token from each CTA of the head
+  __shared__ float sumsq_s[kTokens];  // this CTA's part of sum(o^2) per token, read by the cluster
 
   // 2. Causal conv + SiLU; gating.
   q_conv.run(num_tokens, &qk_s[0][0][tid], 2 * kDim);
@@ -205,29 +203,26 @@ __global__ void __launch_bounds__(Traits::kThreads) gdn_decode_kernel(const GdnD
   }
   __syncthreads();
 
-  // 5. Gated RMSNorm over the head's 128 rows, spread over kSplits CTAs of the cluster: each CTA pushes its
-  // partial sums of o^2 into every CTA of its head (distributed shared memory) before the cluster barrier,
-  // so after it all reads are local and no CTA has to wait for the others before leaving.
-  asm volatile("barrier.cluster.wait.aligned;\n" ::: "memory");
+  // 5. Gated RMSNorm over the head's 128 rows, spread over kSplits CTAs of the cluster.
   if (tid < 32) {
-    const int head_base = rank / kSplits * kSplits;
     for (int t = 0; t < num_tokens; ++t) {
       const float o = o_s[t][tid];
       const float sum = group_sum<32>(o * o);
-      if (tid < kSplits) *cluster.map_shared_rank(&head_sumsq_s[split][t], head_base + tid) = sum;
+      if (tid == 0) sumsq_s[t] = sum;
     }
   }
-  cluster.sync();  // the partial sums have arrived; every CTA has read the shared q/k conv state
+  cluster.sync();  // partial sums are visible; every CTA has read the shared q/k conv state
   if (p.update_state && rank == 0) {
     q_conv.store_state(conv_state, channels, q_channel);
     k_conv.store_state(conv_state, channels, k_channel);
   }
+  float sumsq = 0.f;
   if (tid < num_tokens) {
-    float sumsq = 0.f;
-#pragma unroll
-    for (int s = 0; s < kSplits; ++s) sumsq += head_sumsq_s[s][tid];
-    g_s[tid] = rsqrtf(sumsq / kDim + p.eps);  // g_s is free again: the inverse rms
+    for (int s = 0; s < kSplits; ++s) sumsq += cluster.map_shared_rank(sumsq_s, (rank / kSplits) * kSplits + s)[tid];
   }
+  // Our shared memory may still be read by the cluster: arrive now, wait before leaving.
+  asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory");
+  if (tid < num_tokens) g_s[tid] = rsqrtf(sumsq / kDim + p.eps);  // g_s is free again: inverse rms
   __syncthreads();
   const T* norm_w = static_cast<const T*>(p.norm_weight);
   T* out = static_cast<T*>(p.out) + seq * p.out_batch_stride + head * kDim + split * kCols;
@@ -236,6 +231,7 @@ __global__ void __launch_bounds__(Traits::kThreads) gdn_decode_kernel(const GdnD
     const float y = o_s[t][col] * g_s[t] * to_float(norm_w[split * kCols + col]) * silu_f(z_s[t][col]);
     out[t * p.out_token_stride + col] = from_float<T>(y);
   }
+  asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory");
 #endif
 }
 
