@@ -13,8 +13,10 @@ import torch
 
 from benchmarks.timing import set_count, time_graph
 from qwen3next_cuda import ops, reference
+from qwen3next_cuda.cache import new_deltanet_states
+from qwen3next_cuda.config import Qwen3NextConfig
 
-KEY_HEADS, VALUE_HEADS, DIM, WIDTH, EPS = 16, 32, 128, 4, 1e-6
+KEY_HEADS, VALUE_HEADS, DIM, WIDTH, EPS = 16, 32, 128, 4, 1e-6  # the published Qwen3NextConfig()
 CHANNELS, VALUE_DIM = 2 * KEY_HEADS * DIM + VALUE_HEADS * DIM, VALUE_HEADS * DIM
 BATCHES = (1, 8, 32, 128, 512)
 
@@ -67,8 +69,9 @@ def run(record) -> None:
         nbytes = _bytes(batch)
         count = set_count(nbytes)
         slots_total = batch * count
-        conv_state = randn(slots_total, WIDTH - 1, CHANNELS)
-        recurrent = randn(slots_total, VALUE_HEADS, DIM, DIM, scale=0.05, dtype=torch.float32)
+        conv_state, recurrent = new_deltanet_states(Qwen3NextConfig(), slots_total, torch.bfloat16, "cuda")
+        conv_state.normal_(generator=gen)
+        recurrent.normal_(std=0.05, generator=gen)
         sets = [dict(qkvz=randn(batch, 1, CHANNELS + VALUE_DIM), ba=randn(batch, 1, 2 * VALUE_HEADS),
                      slots=torch.arange(i * batch, (i + 1) * batch, dtype=torch.int32, device="cuda"),
                      out=torch.empty(batch, 1, VALUE_DIM, dtype=torch.bfloat16, device="cuda"))

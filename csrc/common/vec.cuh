@@ -19,6 +19,12 @@ __device__ __forceinline__ __half from_float<__half>(float x) { return __float2h
 template <>
 __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
 
+// x rounded to T and back: where the unfused model stores an intermediate in T.
+template <typename T>
+__device__ __forceinline__ float round_to(float x) { return to_float(from_float<T>(x)); }
+
+__device__ __forceinline__ float silu(float x) { return x / (1.f + __expf(-x)); }
+
 // N contiguous elements of T, aligned so that one instruction moves them (up to 16 bytes).
 template <typename T, int N>
 struct alignas(sizeof(T) * N) Vec {

@@ -28,11 +28,7 @@ struct GdnDecodeTraits {
   static_assert(kThreads == kDim && kClusterSize <= 8, "one q and one k channel per thread; portable cluster");
 };
 
-__device__ __forceinline__ float silu_f(float x) { return x / (1.f + __expf(-x)); }
 __device__ __forceinline__ float softplus_f(float x) { return x > 20.f ? x : log1pf(expf(x)); }  // torch's threshold
-
-template <typename T>
-__device__ __forceinline__ float round_to(float x) { return to_float(from_float<T>(x)); }
 
 __device__ __forceinline__ float4 load_float4(const float* p) { return *reinterpret_cast<const float4*>(p); }
 
@@ -64,7 +60,7 @@ struct ConvChannel {
 #pragma unroll
       for (int j = 0; j < kWidth - 2; ++j) window[j] = window[j + 1];
       window[kWidth - 2] = x[t];
-      out[t * out_stride] = round_to<T>(silu_f(acc));
+      out[t * out_stride] = round_to<T>(silu(acc));
     }
   }
   __device__ __forceinline__ void store_state(T* conv_state, int channels, int channel) const {
@@ -228,7 +224,7 @@ __global__ void __launch_bounds__(Traits::kThreads) gdn_decode_kernel(const GdnD
   T* out = static_cast<T*>(p.out) + seq * p.out_batch_stride + head * kDim + split * kCols;
   for (int idx = tid; idx < num_tokens * kCols; idx += Traits::kThreads) {
     const int t = idx / kCols, col = idx % kCols;
-    const float y = o_s[t][col] * g_s[t] * to_float(norm_w[split * kCols + col]) * silu_f(z_s[t][col]);
+    const float y = o_s[t][col] * g_s[t] * to_float(norm_w[split * kCols + col]) * silu(z_s[t][col]);
     out[t * p.out_token_stride + col] = from_float<T>(y);
   }
   asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory");

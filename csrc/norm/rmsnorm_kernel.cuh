@@ -41,8 +41,6 @@ __device__ __forceinline__ float row_sum(float x) {
   return x;
 }
 
-__device__ __forceinline__ float silu(float x) { return x / (1.f + __expf(-x)); }
-
 template <typename Traits>
 __global__ void __launch_bounds__(Traits::kThreads) rmsnorm_kernel(const RMSNormParams p) {
   using T = typename Traits::Element;
@@ -75,7 +73,7 @@ __global__ void __launch_bounds__(Traits::kThreads) rmsnorm_kernel(const RMSNorm
       load_float(r, other + col);
       // the new residual is rounded to T first, as the unfused model does; the norm sees that value
 #pragma unroll
-      for (int i = 0; i < kVec; ++i) v[it][i] = to_float(from_float<T>(v[it][i] + r[i]));
+      for (int i = 0; i < kVec; ++i) v[it][i] = round_to<T>(v[it][i] + r[i]);
     }
 #pragma unroll
     for (int i = 0; i < kVec; ++i) sum_sq += v[it][i] * v[it][i];
