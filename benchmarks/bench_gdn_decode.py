@@ -1,6 +1,6 @@
 """gdn_decode: the Gated DeltaNet mixer between in_proj and out_proj for one token per sequence.
 
-ours: the fused kernel. fla: the same mixer from flash-linear-attention's fused recurrent kernel (fp32 state,
+ours: the fused kernel (fp32 state); ours_bf16_state: the same with the optional bf16 state. fla: the same mixer from flash-linear-attention's fused recurrent kernel (fp32 state,
 q/k L2 norm in the kernel, state updated in place as serving engines run it) plus torch ops for the conv
 update, the gating and the gated norm. fla_recurrent_only: FLA's recurrent kernel alone (part of the work:
 not a peer for the speed-up). All graph-replayed, each
@@ -21,9 +21,9 @@ CHANNELS, VALUE_DIM = 2 * KEY_HEADS * DIM + VALUE_HEADS * DIM, VALUE_HEADS * DIM
 BATCHES = (1, 8, 32, 128, 512)
 
 
-def _bytes(batch: int) -> int:
+def _bytes(batch: int, state_bytes: int = 4) -> int:
     """State read + write, conv state read + write, inputs, outputs, weights (bf16 activations)."""
-    state = 2 * batch * VALUE_HEADS * DIM * DIM * 4
+    state = 2 * batch * VALUE_HEADS * DIM * DIM * state_bytes
     conv_state = 2 * batch * (WIDTH - 1) * CHANNELS * 2
     activations = batch * (CHANNELS + VALUE_DIM + 2 * VALUE_HEADS + VALUE_DIM) * 2 + batch * 4
     weights = CHANNELS * WIDTH * 2 + DIM * 2 + 2 * VALUE_HEADS * 4
@@ -82,6 +82,16 @@ def run(record) -> None:
                            norm_weight, EPS, out=s["out"])
 
         record("gdn_decode", "ours", {"batch": batch}, time_graph(ours, sets), nbytes=nbytes)
+
+        bf16_state = recurrent.bfloat16()
+
+        def ours_bf16_state(s):
+            ops.gdn_decode(s["qkvz"], s["ba"], conv_state, bf16_state, s["slots"], conv_weight, A_log, dt_bias,
+                           norm_weight, EPS, out=s["out"])
+
+        record("gdn_decode", "ours_bf16_state", {"batch": batch}, time_graph(ours_bf16_state, sets),
+               nbytes=_bytes(batch, state_bytes=2))
+        del bf16_state
         if kernel is None:
             continue
 

@@ -14,7 +14,7 @@ struct GdnDecodeParams {
   const void* ba;  // [B, T, 2*Hv], rows [b | a]
   int64_t ba_batch_stride, ba_token_stride;
   void* conv_state;  // [num_slots, K-1, C], C = 2*Hk*128 + Hv*128
-  float* recurrent_state;  // [num_slots, Hv, dv, dk] fp32, value-major
+  void* recurrent_state;  // [num_slots, Hv, dv, dk] fp32 (or bf16: bf16_state), value-major
   const int32_t* slots;  // [B]; outside [0, num_slots): padding, skipped
   const void* conv_weight;  // [C, K]
   const float* A_log;  // [Hv]
@@ -25,6 +25,7 @@ struct GdnDecodeParams {
   int batch, tokens, key_heads, value_heads, num_slots;
   float eps;
   bool update_state;
+  bool bf16_state;
 };
 
 // Launches on `stream`; the device must have thread-block clusters (sm90 and newer).

@@ -31,7 +31,8 @@ void gdn_decode(at::Tensor& out, at::Tensor& conv_state, at::Tensor& recurrent_s
     TORCH_CHECK(t->scalar_type() == dtype, "gdn_decode: out, conv_state, ba, conv_weight and norm_weight must have "
                 "qkvz's dtype ", dtype, ", got ", t->scalar_type());
   }
-  QN_CHECK_DTYPE(recurrent_state, at::kFloat);
+  TORCH_CHECK(recurrent_state.scalar_type() == at::kFloat || recurrent_state.scalar_type() == at::kBFloat16,
+              "gdn_decode: recurrent_state must be float32 or bfloat16, got ", recurrent_state.scalar_type());
   QN_CHECK_DTYPE(A_log, at::kFloat);
   QN_CHECK_DTYPE(dt_bias, at::kFloat);
   QN_CHECK_DTYPE(slots, at::kInt);
@@ -83,7 +84,8 @@ void gdn_decode(at::Tensor& out, at::Tensor& conv_state, at::Tensor& recurrent_s
   p.ba_batch_stride = ba.stride(0);
   p.ba_token_stride = ba.stride(1);
   p.conv_state = conv_state.data_ptr();
-  p.recurrent_state = recurrent_state.data_ptr<float>();
+  p.recurrent_state = recurrent_state.data_ptr();
+  p.bf16_state = recurrent_state.scalar_type() == at::kBFloat16;
   p.slots = slots.data_ptr<int32_t>();
   p.conv_weight = conv_weight.data_ptr();
   p.A_log = A_log.data_ptr<float>();

@@ -85,8 +85,9 @@ GDN_HEAD_DIM, GDN_MAX_TOKENS = 128, 8
 
 
 def _gdn_decode_kernel_fits(qkvz: torch.Tensor, recurrent_state: torch.Tensor, slots: torch.Tensor) -> bool:
-    """The kernel's scope: 16-bit activations, 128-wide heads, up to 8 tokens, clusters (sm90+)."""
+    """The kernel's scope: 16-bit activations, fp32 or bf16 state, 128-wide heads, up to 8 tokens, clusters (sm90+)."""
     return (HAS_KERNELS and qkvz.is_cuda and qkvz.dtype in (torch.bfloat16, torch.float16)
+            and recurrent_state.dtype in (torch.float32, torch.bfloat16)
             and recurrent_state.shape[-2:] == (GDN_HEAD_DIM, GDN_HEAD_DIM) and qkvz.shape[1] <= GDN_MAX_TOKENS
             and slots.dtype == torch.int32 and torch.cuda.get_device_capability(qkvz.device)[0] >= 9)
 

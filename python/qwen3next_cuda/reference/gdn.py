@@ -122,8 +122,8 @@ def gdn_decode(qkvz: torch.Tensor, ba: torch.Tensor, conv_state: torch.Tensor, r
 
     qkvz: [B, T, 2*Hk*dk + 2*Hv*dv] in_proj output, rows in ``[q | k | v | z]`` order; ba: [B, T, 2*Hv]
     ``[b | a]``; conv_state: [slots, K-1, C] (C = 2*Hk*dk + Hv*dv channels contiguous, oldest input first);
-    recurrent_state: [slots, Hv, dv, dk] fp32 (value-major: S^T); slots: [B] cache slot of each sequence,
-    -1 for padding rows (skipped: their output rows and states are left as they are); conv_weight: [C, K];
+    recurrent_state: [slots, Hv, dv, dk] fp32 or bf16 (value-major: S^T; fp32 math, a bf16 state rounded
+    once per call when stored); slots: [B] cache slot of each sequence, -1 for padding rows (skipped: their output rows and states are left as they are); conv_weight: [C, K];
     A_log, dt_bias: [Hv]; norm_weight: [dv]. Writes and returns ``out`` [B, T, Hv*dv] (qkvz.dtype).
     """
     batch, num_tokens, _ = qkvz.shape

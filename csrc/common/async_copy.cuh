@@ -1,0 +1,21 @@
+// Asynchronous 16-byte copies global -> shared (cp.async, sm80+): the copy runs while the thread works on,
+// and a thread that reads back only what it copied itself needs no barrier, only wait_group.
+#pragma once
+
+namespace qwen3next {
+
+__device__ __forceinline__ void cp_async_16(void* smem, const void* gmem) {
+  const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(address), "l"(gmem) : "memory");
+}
+
+// Closes the group of this thread's copies issued since the last commit (an empty group is fine).
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+
+// Waits until at most `kPending` of this thread's most recent groups are still in flight.
+template <int kPending>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
+}
+
+}  // namespace qwen3next
