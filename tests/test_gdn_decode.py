@@ -113,7 +113,8 @@ def test_kernel_matches_fp32_reference(dtype, heads, batch, tokens):
     assert out[~valid].isnan().all(), "padding rows must be left as they are"
     assert_close(out[valid], same[valid], atol=2e-2, rtol=2e-2)
     assert torch.equal(conv_state, same_conv), "conv state"
-    assert_close(recurrent, same_recurrent, atol=1e-4, rtol=1e-3, max_rel_err=1e-5, name="recurrent state")
+    # elementwise loose: a conv output rounded to 16 bits the other way moves a few state entries
+    assert_close(recurrent, same_recurrent, atol=1e-4, rtol=1e-2, max_rel_err=1e-5, name="recurrent state")
     # against fp32 throughout, the differences are the model's own roundings of activations to 16 bits
     assert_close(out[valid], fp32[valid], atol=5e-2, rtol=5e-2, max_rel_err=1e-2, name="output vs fp32")
     assert_close(recurrent, fp32_recurrent, atol=2e-2, rtol=2e-2, max_rel_err=5e-3, name="state vs fp32")

@@ -11,7 +11,7 @@
 namespace qwen3next {
 namespace {
 
-// How many clusters of this kernel fit on the device at once (queried once per device).
+// How many clusters of this kernel fit on the device at once (asked once per device).
 template <typename Traits>
 int resident_clusters(const cudaLaunchConfig_t& config) {
   static std::array<std::atomic<int>, 64> per_device{};  // 0: not asked yet
@@ -19,6 +19,7 @@ int resident_clusters(const cudaLaunchConfig_t& config) {
   cudaGetDevice(&device);
   std::atomic<int>& cached = per_device.at(device);
   if (cached.load(std::memory_order_relaxed) == 0) {
+    cudaFuncSetAttribute(gdn_decode_kernel<Traits>, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kStateBytes);
     int clusters = 0;
     cudaOccupancyMaxActiveClusters(&clusters, gdn_decode_kernel<Traits>, &config);
     cached.store(std::max(clusters, 1), std::memory_order_relaxed);
@@ -30,12 +31,13 @@ template <typename T, typename StateT, int kRatio, int kTokens>
 void launch(const GdnDecodeParams& p, cudaStream_t stream) {
   using Traits = GdnDecodeTraits<T, StateT, kRatio, kTokens>;
   cudaLaunchConfig_t config{};
-  config.gridDim = dim3(p.key_heads * Traits::kClusterSize);
+  config.gridDim = dim3(p.key_heads * kRatio);
   config.blockDim = dim3(Traits::kThreads);
+  config.dynamicSmemBytes = Traits::kStateBytes;
   config.stream = stream;
   cudaLaunchAttribute cluster{};
   cluster.id = cudaLaunchAttributeClusterDimension;
-  cluster.val.clusterDim.x = Traits::kClusterSize;
+  cluster.val.clusterDim.x = kRatio;
   cluster.val.clusterDim.y = cluster.val.clusterDim.z = 1;
   config.attrs = &cluster;
   config.numAttrs = 1;
