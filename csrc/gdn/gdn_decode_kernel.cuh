@@ -10,7 +10,7 @@ namespace qwen3next {
 
 // A CTA owns one value head's state (128 x 128, fp32 or bf16 in memory, fp32 in registers), kParts threads
 // per value row; the kRatio CTAs of one key head form a cluster. Clusters walk lanes of sequences
-// (blockIdx.y, + gridDim.y, ...) and keep loads in flight: the states of the next two sequences stream
+// (blockIdx.y, + gridDim.y, ...) and keep loads in flight: the state of the next sequence streams
 // into shared memory (cp.async) and the next sequence's inputs and conv state into registers while the
 // current one is computed. The cluster is needed because the key head's q/k conv channels are shared:
 // their conv state may be overwritten only after every CTA of the cluster read it.
@@ -24,7 +24,7 @@ struct GdnDecodeTraits {
   static constexpr int kThreads = kDim * kParts;
   static constexpr int kStateVec = 16 / sizeof(StateT);  // state elements per 16-byte copy
   static constexpr int kStateCopies = kDim / kParts / kStateVec;  // 16-byte copies per thread
-  static constexpr int kStages = 2;  // states in flight
+  static constexpr int kStages = 2;  // states in flight: this sequence's and the next one's (3: no faster)
   static constexpr int kStateBytes = kStages * kStateCopies * kThreads * 16;  // dynamic shared memory
   static constexpr int kConvWidth = 4;
   static constexpr int kConvJobs = 3 * kDim;  // the key head's q and k channels, this head's v channels
@@ -35,9 +35,11 @@ struct GdnDecodeTraits {
 __device__ __forceinline__ float softplus_f(float x) { return x > 20.f ? x : log1pf(expf(x)); }  // torch's threshold
 
 // One conv channel: its kWidth taps, the inputs of up to kTokens new tokens and its conv state window.
+// Prefetched values stay in T until used: converted where they are loaded, a load would be waited for there.
 template <typename T, int kWidth, int kTokens>
 struct ConvChannel {
-  float w[kWidth], x[kTokens], window[kWidth - 1];
+  float w[kWidth], window[kWidth - 1];
+  T x[kTokens];
 
   __device__ __forceinline__ void load_weights(const T* conv_weight, int channel) {
 #pragma unroll
@@ -45,11 +47,7 @@ struct ConvChannel {
   }
   __device__ __forceinline__ void load_inputs(const T* qkvz, int64_t token_stride, int num_tokens, int channel) {
 #pragma unroll
-    for (int t = 0; t < kTokens; ++t) x[t] = t < num_tokens ? to_float(qkvz[t * token_stride + channel]) : 0.f;
-  }
-  __device__ __forceinline__ void load_state(const T* conv_state, int channels, int channel) {
-#pragma unroll
-    for (int j = 0; j < kWidth - 1; ++j) window[j] = to_float(conv_state[j * channels + channel]);
+    for (int t = 0; t < kTokens; ++t) x[t] = t < num_tokens ? qkvz[t * token_stride + channel] : from_float<T>(0.f);
   }
   // y_t = silu(conv) rounded to T (as the unfused model stores it) into out[t * out_stride]; `window` ends
   // as the last kWidth-1 inputs, the channel's new conv state.
@@ -57,12 +55,12 @@ struct ConvChannel {
 #pragma unroll
     for (int t = 0; t < kTokens; ++t) {
       if (t >= num_tokens) break;
-      float acc = w[kWidth - 1] * x[t];
+      float acc = w[kWidth - 1] * to_float(x[t]);
 #pragma unroll
       for (int j = 0; j < kWidth - 1; ++j) acc += w[j] * window[j];
 #pragma unroll
       for (int j = 0; j < kWidth - 2; ++j) window[j] = window[j + 1];
-      window[kWidth - 2] = x[t];
+      window[kWidth - 2] = to_float(x[t]);
       out[t * out_stride] = round_to<T>(silu(acc));
     }
   }
@@ -72,15 +70,18 @@ struct ConvChannel {
   }
 };
 
-// The cache slot of sequence `seq`, or -1 when there is no such sequence or it is padding.
-__device__ __forceinline__ int slot_of(const GdnDecodeParams& p, int seq) {
-  if (seq >= p.batch) return -1;
-  const int slot = p.slots[seq];
-  return slot >= 0 && slot < p.num_slots ? slot : -1;
+// Sequence `seq`'s entry of `slots` (-1 past the batch), and the cache slot it names or -1 for padding.
+__device__ __forceinline__ int slot_entry(const GdnDecodeParams& p, int seq) { return seq < p.batch ? p.slots[seq] : -1; }
+__device__ __forceinline__ int checked_slot(const GdnDecodeParams& p, int entry) {
+  return entry >= 0 && entry < p.num_slots ? entry : -1;
 }
 
 // Cluster barrier halves: arrive releases this thread's earlier memory accesses, wait acquires the others'.
-__device__ __forceinline__ void cluster_arrive() { asm volatile("barrier.cluster.arrive.aligned;\n" ::: "memory"); }
+// Relaxed: what the arrive publishes is that reads are done, and a read whose value is used is done (a
+// release would also wait for every store in flight).
+__device__ __forceinline__ void cluster_arrive() {
+  asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory");
+}
 __device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.aligned;\n" ::: "memory"); }
 
 template <typename Traits>
@@ -118,23 +119,23 @@ __global__ void __launch_bounds__(Traits::kThreads) gdn_decode_kernel(const GdnD
   float* const conv_out = qk_job ? &qk_s[0][job / kDim][job % kDim] : &v_s[0][job % kDim];
   const int conv_out_stride = qk_job ? 2 * kDim : kDim;
   ConvChannel<T, kWidth, kTokens> conv;
-  float next_window[kWidth - 1];
+  T next_window[kWidth - 1];
   if (conv_job) conv.load_weights(static_cast<const T*>(p.conv_weight), channel);
   const float neg_A = -expf(p.A_log[head]), dt_bias = p.dt_bias[head];
-  float b_raw = 0.f, a_raw = 0.f;
+  T b_raw, a_raw;
   auto load_inputs = [&](int seq) {  // conv inputs or z into conv.x, b and a of token tid
     conv.load_inputs(static_cast<const T*>(p.qkvz) + seq * p.qkvz_batch_stride, p.qkvz_token_stride, num_tokens, channel);
     if (tid < num_tokens) {
       const T* ba = static_cast<const T*>(p.ba) + seq * p.ba_batch_stride + tid * p.ba_token_stride;
-      b_raw = to_float(ba[head]);
-      a_raw = to_float(ba[p.value_heads + head]);
+      b_raw = ba[head];
+      a_raw = ba[p.value_heads + head];
     }
   };
   auto conv_state_of = [&](int slot) { return static_cast<T*>(p.conv_state) + int64_t(slot) * (kWidth - 1) * channels; };
   auto load_window = [&](int slot) {
     if (conv_job) {
 #pragma unroll
-      for (int w = 0; w < kWidth - 1; ++w) next_window[w] = to_float(conv_state_of(slot)[w * channels + channel]);
+      for (int w = 0; w < kWidth - 1; ++w) next_window[w] = conv_state_of(slot)[w * channels + channel];
     }
   };
   auto state_row = [&](int slot) {
@@ -149,30 +150,36 @@ __global__ void __launch_bounds__(Traits::kThreads) gdn_decode_kernel(const GdnD
     cp_async_commit();
   };
 
-  int seq = blockIdx.y, slot = slot_of(p, seq), next_slot = slot_of(p, seq + gridDim.y);
+  // The lane's slots: this sequence's, the next one's (its state in flight) and the one after (fetched in
+  // this iteration), each entry loaded an iteration before it is checked so that no thread waits on it.
+  const int step = gridDim.y;
+  int seq = blockIdx.y;
+  int slot = checked_slot(p, slot_entry(p, seq)), next_slot = checked_slot(p, slot_entry(p, seq + step));
+  int far_entry = slot_entry(p, seq + 2 * step);
   load_inputs(seq);
   if (slot >= 0) load_window(slot);
   fetch_state(0, slot);
   fetch_state(1, next_slot);
   for (int stage = 0; seq < p.batch; stage ^= 1) {
-    const int next_seq = seq + gridDim.y, after_next_slot = slot_of(p, next_seq + gridDim.y);
+    const int next_seq = seq + step, far_slot = checked_slot(p, far_entry);
+    far_entry = slot_entry(p, seq + 3 * step);
     if (slot >= 0) {
       // 1. Causal conv + SiLU; gating. The previous sequence's shared values are no longer read.
       __syncthreads();
       if (conv_job) {
 #pragma unroll
-        for (int w = 0; w < kWidth - 1; ++w) conv.window[w] = next_window[w];
+        for (int w = 0; w < kWidth - 1; ++w) conv.window[w] = to_float(next_window[w]);
         conv.run(num_tokens, conv_out, conv_out_stride);
         if (p.update_state && !qk_job) conv.store_state(conv_state_of(slot), channels, channel);  // v: ours alone
       } else {
 #pragma unroll
         for (int t = 0; t < kTokens; ++t) {
-          if (t < num_tokens) z_s[t][job - Traits::kConvJobs] = conv.x[t];
+          if (t < num_tokens) z_s[t][job - Traits::kConvJobs] = to_float(conv.x[t]);
         }
       }
       if (tid < num_tokens) {
-        g_s[tid] = neg_A * softplus_f(a_raw + dt_bias);
-        beta_s[tid] = round_to<T>(1.f / (1.f + __expf(-b_raw)));
+        g_s[tid] = neg_A * softplus_f(to_float(a_raw) + dt_bias);
+        beta_s[tid] = round_to<T>(1.f / (1.f + __expf(-to_float(b_raw))));
       }
       cluster_arrive();  // this CTA has read the shared q/k conv state
     }
@@ -185,7 +192,7 @@ __global__ void __launch_bounds__(Traits::kThreads) gdn_decode_kernel(const GdnD
 #pragma unroll
       for (int i = 0; i < kCopies; ++i) load_float(S[i], reinterpret_cast<const StateT*>(stage_copy(stage, i)));
     }
-    fetch_state(stage, after_next_slot);  // into the copies this thread has just read
+    fetch_state(stage, far_slot);  // into the copies this thread has just read
     if (slot >= 0) {
       __syncthreads();
       // 2. L2-normalise q (then scale by dk^-0.5) and k per token: warp w takes items w, w + 16, ...
@@ -271,7 +278,7 @@ __global__ void __launch_bounds__(Traits::kThreads) gdn_decode_kernel(const GdnD
     }
     seq = next_seq;
     slot = next_slot;
-    next_slot = after_next_slot;
+    next_slot = far_slot;
   }
 #endif
 }
