@@ -37,7 +37,7 @@ if [ "${SANITIZE:-0}" = 1 ]; then
   for tool in memcheck racecheck; do
     step "compute-sanitizer $tool"
     compute-sanitizer --tool $tool --error-exitcode 1 python3 -m pytest -q -m cuda tests/test_norm.py \
-      tests/test_gdn_decode.py -k "not compile and not opcheck and not 1000_steps" >"$OUT/sanitizer_$tool.log" 2>&1
+      tests/test_gdn_decode.py tests/test_conv1d.py -k "not compile and not opcheck and not 1000_steps" >"$OUT/sanitizer_$tool.log" 2>&1
     echo "$tool exit $?"; tail -3 "$OUT/sanitizer_$tool.log"
   done
 fi

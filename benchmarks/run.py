@@ -23,7 +23,8 @@ from benchmarks import ceilings
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # module -> the benches it records
-SUITES = {"benchmarks.bench_norm": ("rmsnorm_add", "rmsnorm_gated"), "benchmarks.bench_gdn_decode": ("gdn_decode",)}
+SUITES = {"benchmarks.bench_norm": ("rmsnorm_add", "rmsnorm_gated"), "benchmarks.bench_gdn_decode": ("gdn_decode",),
+          "benchmarks.bench_conv1d": ("conv1d_fwd",)}
 
 
 def gpu_key(name: str) -> str:

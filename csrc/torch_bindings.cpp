@@ -27,11 +27,18 @@ TORCH_LIBRARY(qwen3next, m) {
   // Gated DeltaNet decode mixer for T = 1..8 tokens per sequence (python/qwen3next_cuda/cache.py):
   // qkvz[B, T, 2*Hk*128 + 2*Hv*128] ([q|k|v|z]), ba[B, T, 2*Hv] ([b|a]) -> out[B, T, Hv*128] =
   // gated_rmsnorm(delta_rule(conv1d_silu(qkv)), z); conv_state[S, 3, C] and recurrent_state[S, Hv, 128, 128]
-  // (fp32, value-major) of slot slots[b] are read and, when update_state, written; slots outside [0, S) skip.
+  // (fp32 or bf16, value-major) of slot slots[b] are read and, when update_state, written; slots outside [0, S) skip.
   m.def("gdn_decode(Tensor(a!) out, Tensor(b!) conv_state, Tensor(c!) recurrent_state, Tensor qkvz, Tensor ba, "
         "Tensor slots, Tensor conv_weight, Tensor A_log, Tensor dt_bias, Tensor norm_weight, float eps, "
         "bool update_state) -> ()");
   m.impl("gdn_decode", c10::DeviceType::CUDA, &qwen3next::gdn_decode);
+
+  // Causal depthwise conv1d + SiLU over a varlen batch (prefill): sequence s is rows
+  // [cu_seqlens[s], cu_seqlens[s+1]) of x[N, C] (rows may be strided slices of the in_proj output); its history
+  // is conv_state[slots[s]] ([S, 3, C]), which then holds its last 3 inputs; slots outside [0, S) skip.
+  m.def("causal_conv1d_varlen(Tensor(a!) out, Tensor(b!) conv_state, Tensor x, Tensor weight, Tensor cu_seqlens, "
+        "Tensor slots) -> ()");
+  m.impl("causal_conv1d_varlen", c10::DeviceType::CUDA, &qwen3next::causal_conv1d_varlen);
 
   // the CUDA architectures, CUDA and CUTLASS versions this library was built with (JSON)
   m.def("build_info() -> str", &qwen3next::build_info);

@@ -106,6 +106,20 @@ def gdn_decode(qkvz: torch.Tensor, ba: torch.Tensor, conv_state: torch.Tensor, r
     return out
 
 
+# ---- causal conv1d over a varlen batch (prefill) -------------------------------------------------
+
+
+def causal_conv1d_varlen(x: torch.Tensor, weight: torch.Tensor, conv_state: torch.Tensor, slots: torch.Tensor,
+                         cu_seqlens: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    if not (HAS_KERNELS and x.is_cuda and x.dtype in (torch.bfloat16, torch.float16)
+            and slots.dtype == torch.int32 and cu_seqlens.dtype == torch.int32):
+        return reference.causal_conv1d_varlen(x, weight, conv_state, slots, cu_seqlens, out)
+    if out is None:
+        out = x.new_zeros(x.shape[0], weight.shape[0])
+    torch.ops.qwen3next.causal_conv1d_varlen(out, conv_state, _rows(x), weight, cu_seqlens, slots)
+    return out
+
+
 # ---- fake (meta) implementations: the ops only write their preallocated outputs ------------------
 
 if HAS_KERNELS:
@@ -126,3 +140,8 @@ if HAS_KERNELS:
     def _(out, conv_state, recurrent_state, qkvz, ba, slots, conv_weight, A_log, dt_bias, norm_weight, eps,
           update_state):
         return None
+
+    @torch.library.register_fake("qwen3next::causal_conv1d_varlen")
+    def _(out, conv_state, x, weight, cu_seqlens, slots):
+        return None
+

@@ -5,7 +5,7 @@ The ground truth our kernels are tested against; it matches ``transformers.Qwen3
 """
 
 from .attention import attention
-from .conv import causal_conv1d, causal_conv1d_update
+from .conv import causal_conv1d, causal_conv1d_update, causal_conv1d_varlen
 from .gdn import gated_delta_rule_chunked, gated_delta_rule_recurrent, gdn_decode, gdn_gating
 from .model import HybridCache, Qwen3NextReference
 from .moe import MoEWeights, moe, router_topk
@@ -16,6 +16,7 @@ __all__ = [
     "attention",
     "causal_conv1d",
     "causal_conv1d_update",
+    "causal_conv1d_varlen",
     "gated_delta_rule_chunked",
     "gated_delta_rule_recurrent",
     "gdn_decode",

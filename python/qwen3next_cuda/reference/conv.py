@@ -35,3 +35,26 @@ def causal_conv1d_update(x: torch.Tensor, weight: torch.Tensor, conv_state: torc
     y = F.silu((window * weight.float()).sum(-1))
     conv_state.copy_(window[..., 1:])
     return y.to(x.dtype)
+
+
+def causal_conv1d_varlen(x: torch.Tensor, weight: torch.Tensor, conv_state: torch.Tensor, slots: torch.Tensor,
+                         cu_seqlens: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Causal conv + SiLU over a varlen batch of prompts (prefill) on the cache layout.
+
+    x: [N, C], sequence s being rows ``cu_seqlens[s]:cu_seqlens[s + 1]``; weight: [C, K]; conv_state:
+    [slots, K-1, C], each sequence's history (oldest first), updated in place to its last K-1 inputs;
+    slots: [S] int, outside [0, slots) for padding (skipped: output rows and state left as they are).
+    Writes and returns ``out`` [N, C] in x.dtype.
+    """
+    if out is None:
+        out = x.new_zeros(x.shape[0], weight.shape[0])
+    bounds = cu_seqlens.tolist()
+    for seq, slot in enumerate(slots.tolist()):
+        start, end = bounds[seq], bounds[seq + 1]
+        if not 0 <= slot < conv_state.shape[0] or end <= start:
+            continue
+        y, final = causal_conv1d(x[start:end].unsqueeze(0), weight, conv_state[slot].t().unsqueeze(0))
+        out[start:end] = y[0]
+        conv_state[slot] = final[0].t()
+    return out
+
