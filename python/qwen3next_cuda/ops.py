@@ -120,6 +120,36 @@ def causal_conv1d_varlen(x: torch.Tensor, weight: torch.Tensor, conv_state: torc
     return out
 
 
+# ---- Gated DeltaNet prefill (conv, then the chunked delta rule and gated norm) --------------------------
+
+
+def _gdn_prefill_kernel_fits(qkvz: torch.Tensor, recurrent_state: torch.Tensor, slots: torch.Tensor,
+                             cu_seqlens: torch.Tensor) -> bool:
+    """The kernels' scope: bf16 activations, fp32 state, 128-wide heads, clusters (sm90+)."""
+    return (HAS_KERNELS and qkvz.is_cuda and qkvz.dtype == torch.bfloat16 and recurrent_state.dtype == torch.float32
+            and recurrent_state.shape[-2:] == (GDN_HEAD_DIM, GDN_HEAD_DIM) and slots.dtype == torch.int32
+            and cu_seqlens.dtype == torch.int32 and torch.cuda.get_device_capability(qkvz.device)[0] >= 9)
+
+
+def gdn_prefill(qkvz: torch.Tensor, ba: torch.Tensor, conv_state: torch.Tensor, recurrent_state: torch.Tensor,
+                slots: torch.Tensor, cu_seqlens: torch.Tensor, conv_weight: torch.Tensor, A_log: torch.Tensor,
+                dt_bias: torch.Tensor, norm_weight: torch.Tensor, eps: float, out: torch.Tensor | None = None,
+                max_seqlen: int | None = None) -> torch.Tensor:
+    """``max_seqlen``: the longest sequence, if the caller knows it (else read from cu_seqlens, a host sync)."""
+    if not _gdn_prefill_kernel_fits(qkvz, recurrent_state, slots, cu_seqlens):
+        return reference.gdn_prefill(qkvz, ba, conv_state, recurrent_state, slots, cu_seqlens, conv_weight, A_log,
+                                     dt_bias, norm_weight, eps, out, max_seqlen)
+    channels = conv_weight.shape[0]
+    if out is None:
+        out = qkvz.new_zeros(qkvz.shape[0], recurrent_state.shape[1] * GDN_HEAD_DIM)
+    if max_seqlen is None:
+        max_seqlen = int((cu_seqlens[1:] - cu_seqlens[:-1]).max()) if slots.numel() else 0
+    qkv = causal_conv1d_varlen(qkvz[:, :channels], conv_weight, conv_state, slots, cu_seqlens)
+    torch.ops.qwen3next.gdn_prefill(out, recurrent_state, qkv, _rows(qkvz[:, channels:]), _rows(ba), cu_seqlens,
+                                    slots, A_log, dt_bias, norm_weight, eps, max_seqlen)
+    return out
+
+
 # ---- fake (meta) implementations: the ops only write their preallocated outputs ------------------
 
 if HAS_KERNELS:
@@ -139,6 +169,10 @@ if HAS_KERNELS:
     @torch.library.register_fake("qwen3next::gdn_decode")
     def _(out, conv_state, recurrent_state, qkvz, ba, slots, conv_weight, A_log, dt_bias, norm_weight, eps,
           update_state):
+        return None
+
+    @torch.library.register_fake("qwen3next::gdn_prefill")
+    def _(out, recurrent_state, qkv, z, ba, cu_seqlens, slots, A_log, dt_bias, norm_weight, eps, max_seqlen):
         return None
 
     @torch.library.register_fake("qwen3next::causal_conv1d_varlen")

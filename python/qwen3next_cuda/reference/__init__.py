@@ -6,7 +6,7 @@ The ground truth our kernels are tested against; it matches ``transformers.Qwen3
 
 from .attention import attention
 from .conv import causal_conv1d, causal_conv1d_update, causal_conv1d_varlen
-from .gdn import gated_delta_rule_chunked, gated_delta_rule_recurrent, gdn_decode, gdn_gating
+from .gdn import gated_delta_rule_chunked, gated_delta_rule_recurrent, gdn_decode, gdn_gating, gdn_prefill
 from .model import HybridCache, Qwen3NextReference
 from .moe import MoEWeights, moe, router_topk
 from .norm import rmsnorm, rmsnorm_add, rmsnorm_gated
@@ -21,6 +21,7 @@ __all__ = [
     "gated_delta_rule_recurrent",
     "gdn_decode",
     "gdn_gating",
+    "gdn_prefill",
     "MoEWeights",
     "moe",
     "router_topk",

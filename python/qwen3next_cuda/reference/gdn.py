@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .conv import causal_conv1d
+from .conv import causal_conv1d, causal_conv1d_varlen
 from .norm import rmsnorm_gated
 
 L2NORM_EPS = 1e-6
@@ -148,4 +148,40 @@ def gdn_decode(qkvz: torch.Tensor, ba: torch.Tensor, conv_state: torch.Tensor, r
     if update_state:
         conv_state[index] = conv_final.transpose(1, 2).to(conv_state.dtype)
         recurrent_state[index] = final.transpose(-1, -2).to(recurrent_state.dtype)
+    return out
+
+
+def gdn_prefill(qkvz: torch.Tensor, ba: torch.Tensor, conv_state: torch.Tensor, recurrent_state: torch.Tensor,
+                slots: torch.Tensor, cu_seqlens: torch.Tensor, conv_weight: torch.Tensor, A_log: torch.Tensor,
+                dt_bias: torch.Tensor, norm_weight: torch.Tensor, eps: float, out: torch.Tensor | None = None,
+                max_seqlen: int | None = None) -> torch.Tensor:
+    """The Gated DeltaNet mixer between in_proj and out_proj for a varlen batch of prompts (prefill), on the
+    cache layouts of ``qwen3next_cuda.cache``; both states of each sequence's slot are read and updated.
+
+    qkvz: [N, 2*Hk*dk + 2*Hv*dv] in_proj output rows in ``[q | k | v | z]`` order, sequence s being rows
+    ``cu_seqlens[s]:cu_seqlens[s + 1]``; ba: [N, 2*Hv] ``[b | a]``; conv_state: [slots, K-1, C];
+    recurrent_state: [slots, Hv, dv, dk] fp32 (value-major); slots: [S], outside [0, slots) for padding
+    (skipped: output rows and states left as they are); cu_seqlens: [S + 1] int; conv_weight: [C, K];
+    A_log, dt_bias: [Hv]; norm_weight: [dv]; max_seqlen: unused here (the kernel's grid hint).
+    Writes and returns ``out`` [N, Hv*dv] (qkvz.dtype). The delta rule runs token by token in fp32.
+    """
+    num_v_heads, dv, dk = recurrent_state.shape[1:]
+    channels = conv_weight.shape[0]
+    key_dim = (channels - num_v_heads * dv) // 2
+    if out is None:
+        out = qkvz.new_zeros(qkvz.shape[0], num_v_heads * dv)
+    qkv = causal_conv1d_varlen(qkvz[:, :channels], conv_weight, conv_state, slots, cu_seqlens)
+    bounds = cu_seqlens.tolist()
+    for seq, slot in enumerate(slots.tolist()):
+        start, end = bounds[seq], bounds[seq + 1]
+        if not 0 <= slot < recurrent_state.shape[0] or end <= start:
+            continue
+        q, k, v = qkv[None, start:end].split([key_dim, key_dim, num_v_heads * dv], dim=-1)
+        q, k = (t.unflatten(-1, (-1, dk)) for t in (q, k))
+        v, z = (t.unflatten(-1, (num_v_heads, dv)) for t in (v, qkvz[None, start:end, channels:]))
+        b, a = ba[None, start:end].chunk(2, dim=-1)
+        g, beta = gdn_gating(a, b, A_log, dt_bias)
+        o, final = gated_delta_rule_recurrent(q, k, v, g, beta, recurrent_state[slot, None].transpose(-1, -2))
+        out[start:end] = rmsnorm_gated(o, z, norm_weight, eps)[0].flatten(-2).to(out.dtype)
+        recurrent_state[slot] = final[0].transpose(-1, -2).to(recurrent_state.dtype)
     return out

@@ -1,0 +1,67 @@
+// Warp-level tensor-core tiles (sm80+): mma.sync m16n8k16 with bf16 inputs and fp32 accumulators, fed
+// from shared memory by ldmatrix. Tiles live in shared memory as row-major bf16 with a row stride `ld`
+// (elements) whose byte size is an odd multiple of 16 (e.g. 136 for 128 columns), so the 8 rows an
+// ldmatrix reads fall in different banks.
+//
+// Fragment layouts, with g = lane / 4 and t = lane % 4:
+//   A 16x16 (m x k):  a[0] = (g, 2t..2t+1)  a[1] = (g+8, 2t..)  a[2] = (g, 2t+8..)  a[3] = (g+8, 2t+8..)
+//   B 16x8  (k x n):  b[0] = (k 2t..2t+1, n g)  b[1] = (k 2t+8.., n g)
+//   C 16x8  (m x n):  c[0] = (g, 2t)  c[1] = (g, 2t+1)  c[2] = (g+8, 2t)  c[3] = (g+8, 2t+1)
+#pragma once
+
+#include <cuda_bf16.h>
+
+namespace qwen3next {
+
+using FragA = unsigned[4];
+using FragB2 = unsigned[4];  // two 16x8 B fragments side by side: n-tiles n0 and n0 + 8
+using FragC = float[4];
+
+__device__ __forceinline__ unsigned smem_address(const void* p) {
+  return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+
+__device__ __forceinline__ void ldmatrix_x4(unsigned (&r)[4], const void* row) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(smem_address(row)));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(unsigned (&r)[4], const void* row) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(smem_address(row)));
+}
+
+// A rows m0.., columns k0.. of a row-major [m][k] tile.
+__device__ __forceinline__ void load_a(FragA& a, const __nv_bfloat16* tile, int ld, int m0, int k0, int lane) {
+  ldmatrix_x4(a, tile + (m0 + (lane & 15)) * ld + k0 + (lane >> 4) * 8);
+}
+// A = X^T: A rows m0.., columns k0.. read from a row-major [k][m] tile X.
+__device__ __forceinline__ void load_a_trans(FragA& a, const __nv_bfloat16* tile, int ld, int m0, int k0, int lane) {
+  ldmatrix_x4_trans(a, tile + (k0 + (lane & 7) + (lane >> 4) * 8) * ld + m0 + ((lane >> 3) & 1) * 8);
+}
+// B = X^T: B rows (k) k0..k0+15, columns (n) n0..n0+15 read from a row-major [n][k] tile X.
+__device__ __forceinline__ void load_b_nk(FragB2& b, const __nv_bfloat16* tile, int ld, int k0, int n0, int lane) {
+  ldmatrix_x4(b, tile + (n0 + (lane & 7) + (lane >> 4) * 8) * ld + k0 + ((lane >> 3) & 1) * 8);
+}
+// B rows (k) k0..k0+15, columns (n) n0..n0+15 of a row-major [k][n] tile.
+__device__ __forceinline__ void load_b_kn(FragB2& b, const __nv_bfloat16* tile, int ld, int k0, int n0, int lane) {
+  ldmatrix_x4_trans(b, tile + (k0 + (lane & 7) + ((lane >> 3) & 1) * 8) * ld + n0 + (lane >> 4) * 8);
+}
+
+// c += a * b for the n-tile `half` (0: n0.., 1: n0 + 8..) of a two-tile B fragment.
+__device__ __forceinline__ void mma(FragC& c, const FragA& a, const FragB2& b, int half) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[2 * half]), "r"(b[2 * half + 1]));
+}
+
+__device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const unsigned*>(&v);
+}
+__device__ __forceinline__ float2 unpack_bf16(unsigned w) {
+  return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w));
+}
+
+}  // namespace qwen3next

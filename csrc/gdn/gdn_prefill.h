@@ -1,0 +1,44 @@
+// Gated DeltaNet prefill: the chunked gated delta rule (64-token chunks, WY/UT form, tensor cores) over a
+// varlen batch, from the conv output to the gated RMSNorm, each sequence starting from the recurrent state in
+// its cache slot and leaving its final state there. Layouts: python/qwen3next_cuda/cache.py.
+//
+// Two launches. `prepare` (every chunk at once) solves each chunk's triangular system and writes, per token
+// and value head, the chunk-local terms that do not depend on the state. `scan` (a cluster of 4 CTAs per
+// sequence and value head, 32 value columns each) walks the chunks in order, carrying the state:
+//   V' = U - W S,   O = diag(qscale) Q S + P V',   S = gamma S + K^T diag(kscale) V',   out = norm(O) w silu(z)
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace qwen3next {
+
+struct GdnPrefillParams {
+  const void* qkv;  // [tokens, >= 2*Hk*128 + Hv*128] bf16: conv + SiLU output, [q | k | v]
+  int64_t qkv_row_stride;
+  const void* z;  // [tokens, Hv*128] bf16 rows (a slice of the in_proj output)
+  int64_t z_row_stride;
+  const void* ba;  // [tokens, 2*Hv] bf16 rows: [b | a]
+  int64_t ba_row_stride;
+  const float* A_log;  // [Hv]
+  const float* dt_bias;  // [Hv]
+  const void* norm_weight;  // [128] bf16
+  void* out;  // [tokens, Hv*128] bf16 rows
+  int64_t out_row_stride;
+  float* state;  // [num_slots, Hv, 128 (v), 128 (k)] fp32, value-major
+  const int32_t* cu_seqlens;  // [seqs + 1]
+  const int32_t* slots;  // [seqs]; outside [0, num_slots): padding, skipped
+  // Workspace written by `prepare`, read by `scan`, per token and value head:
+  void* w;  // [tokens, Hv, 128] bf16: W = T diag(beta exp(c) / |k|) K
+  void* u;  // [tokens, Hv, 128] bf16: U = T diag(beta) V
+  void* p;  // [tokens, Hv, 64] bf16: row i of P = (Q K^T, normalised) * exp(c_i - c_j), j <= i, of its chunk
+  float* scales;  // [tokens, Hv, 4] fp32: qscale, kscale, c (cumulative g within the chunk), unused
+  float eps;
+  int tokens, key_heads, value_heads, seqs, num_slots;
+  int max_chunks;  // chunks of the longest sequence (a hint: `prepare` strides over more when there are)
+};
+
+void run_gdn_prefill(const GdnPrefillParams& params, cudaStream_t stream);
+
+}  // namespace qwen3next

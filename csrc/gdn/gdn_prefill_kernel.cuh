@@ -1,0 +1,505 @@
+// Device code of the chunked Gated DeltaNet prefill (see gdn_prefill.h for the algorithm's outline).
+//
+// Per value head and 64-token chunk, with c the cumulative sum of g inside the chunk, k^ = k / |k| and
+// q^ = q / |q| / sqrt(128): the written values of the chunk are V' = U - W S with
+//   A = tril(diag(beta) (K^ K^T^ * D), -1),  D[i][j] = exp(c_i - c_j),  T = (I + A)^-1,
+//   W = T diag(beta exp(c)) K^,  U = T diag(beta) V,
+// then O = diag(exp(c)) Q^ S + (Q^ K^T^ * D, j <= i) V' and S = exp(c_last) S + (K^ * exp(c_last - c))^T V'.
+// The 1/|q|, 1/|k| and decay factors are folded into per-row scales (qscale, kscale) and into T's columns,
+// so the tensor cores read the raw bf16 q, k and v rows as they are.
+#pragma once
+
+#include <cooperative_groups.h>
+#include <cuda_bf16.h>
+
+#include "common/async_copy.cuh"
+#include "common/cluster.cuh"
+#include "common/mma.cuh"
+#include "common/vec.cuh"
+#include "gdn/gdn_prefill.h"
+
+namespace qwen3next {
+namespace gdn_prefill {
+
+using bf16 = __nv_bfloat16;
+
+constexpr int kDim = 128;  // key and value head size
+constexpr int kChunk = 64;  // tokens per chunk
+constexpr int kRatio = 2;  // value heads per key head
+constexpr int kSplit = 4;  // CTAs per (sequence, value head) in the scan: the cluster
+constexpr int kCols = kDim / kSplit;  // value columns per scan CTA
+constexpr int kThreads = 128;  // 4 warps, 16 chunk rows each
+constexpr int kWarps = kThreads / 32;
+constexpr float kL2NormEps = 1e-6f;
+// Padded row strides (elements): rows of an odd number of 16-byte units keep ldmatrix free of bank conflicts.
+constexpr int kLdDim = kDim + 8, kLdChunk = kChunk + 8, kLdCols = kCols + 8, kLdV = kRatio * kDim + 8;
+constexpr int kLdSolve = kChunk + 4;  // fp32 rows of the triangular solve
+static_assert(kWarps * 16 == kChunk && kWarps * 32 == kDim, "a warp owns 16 chunk rows and 32 state rows");
+
+struct Sequence {
+  int start, length, slot;
+};
+// Sequence s of the batch; padding (a slot outside the cache) and empty sequences have length 0.
+__device__ __forceinline__ Sequence sequence(const GdnPrefillParams& p, int s) {
+  Sequence seq{p.cu_seqlens[s], p.cu_seqlens[s + 1] - p.cu_seqlens[s], p.slots[s]};
+  if (seq.slot < 0 || seq.slot >= p.num_slots || seq.length < 0) seq.length = 0;
+  return seq;
+}
+
+// ---- prepare: one CTA per (chunk, key head, sequence), both value heads of the key head -----------------
+
+struct PrepareSmem {
+  bf16 q[kChunk][kLdDim];  // raw q rows of the key head (zeros past the sequence)
+  bf16 k[kChunk][kLdDim];
+  bf16 v[kChunk][kLdV];  // raw v rows of both value heads
+  float solve[kChunk][kLdSolve];  // A, then T = (I + A)^-1 in place
+  float partial[16][3 * 16 + 4];  // one row block's sums A_ik T_kj of the solve
+  bf16 tw[kChunk][kLdChunk];  // T diag(beta exp(c) / |k|): W = tw K
+  bf16 tu[kChunk][kLdChunk];  // T diag(beta): U = tu V
+  float inv_norm_q[kChunk], inv_norm_k[kChunk];
+  float beta[kRatio][kChunk], cum_g[kRatio][kChunk];
+};
+
+// Inverts the unit lower-triangular I + A held in `solve` (A strictly lower, zeros above) in place.
+__device__ __forceinline__ void invert_unit_lower(PrepareSmem& sm, int tid) {
+  const int warp = tid / 32, lane = tid % 32;
+  // Diagonal 16x16 blocks by forward substitution: a warp per block, a column per lane.
+  if (lane < 16) {
+    const int base = 16 * warp;
+    float x[16];
+#pragma unroll
+    for (int r = 0; r < 16; ++r) {
+      float acc = r == lane ? 1.f : 0.f;
+#pragma unroll
+      for (int j = 0; j < r; ++j) acc -= sm.solve[base + r][base + j] * x[j];
+      x[r] = acc;
+    }
+    __syncwarp(0xffffu);
+#pragma unroll
+    for (int r = 0; r < 16; ++r) sm.solve[base + r][base + lane] = x[r];
+  }
+  __syncthreads();
+  // Row block i: T_ij = -T_ii sum_{k=j}^{i-1} A_ik T_kj for j < i. Every sum of the row block reads its A
+  // blocks before any T_ij replaces one; earlier row blocks already hold T.
+  for (int bi = 1; bi < kChunk / 16; ++bi) {
+    const int width = 16 * bi;
+    for (int o = tid; o < 16 * width; o += kThreads) {
+      const int r = o / width, col = o % width;
+      float acc = 0.f;
+      for (int k = col & ~15; k < width; ++k) acc += sm.solve[width + r][k] * sm.solve[k][col];
+      sm.partial[r][col] = acc;
+    }
+    __syncthreads();
+    for (int o = tid; o < 16 * width; o += kThreads) {
+      const int r = o / width, col = o % width;
+      float acc = 0.f;
+#pragma unroll
+      for (int k = 0; k < 16; ++k) acc -= sm.solve[width + r][width + k] * sm.partial[k][col];
+      sm.solve[width + r][col] = acc;
+    }
+    __syncthreads();
+  }
+}
+
+// dst rows of the chunk (per token, value head: [tokens, Hv, 128] bf16) = a_tile (lower triangular 64 x 64)
+// times b_tile (64 x 128, row-major [token][column]); the warp's 16 rows.
+__device__ __forceinline__ void store_lower_product(const bf16* a_tile, const bf16* b_tile, int ldb, bf16* dst,
+                                                    int row0, int rows, int head, int value_heads, int warp,
+                                                    int lane) {
+  float acc[16][4] = {};
+#pragma unroll
+  for (int k0 = 0; k0 < kChunk; k0 += 16) {
+    if (k0 <= 16 * warp) {  // T is zero right of the warp's diagonal block
+      FragA a;
+      load_a(a, a_tile, kLdChunk, 16 * warp, k0, lane);
+#pragma unroll
+      for (int np = 0; np < kDim / 16; ++np) {
+        FragB2 b;
+        load_b_kn(b, b_tile, ldb, k0, 16 * np, lane);
+        mma(acc[2 * np], a, b, 0);
+        mma(acc[2 * np + 1], a, b, 1);
+      }
+    }
+  }
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int i = 16 * warp + lane / 4 + 8 * half;
+    if (i >= rows) continue;
+    unsigned* row = reinterpret_cast<unsigned*>(dst + (int64_t(row0 + i) * value_heads + head) * kDim);
+#pragma unroll
+    for (int nt = 0; nt < kDim / 8; ++nt) row[nt * 4 + lane % 4] = pack_bf16(acc[nt][2 * half], acc[nt][2 * half + 1]);
+  }
+}
+
+__global__ void __launch_bounds__(kThreads) gdn_prefill_prepare_kernel(const GdnPrefillParams p) {
+  extern __shared__ __align__(16) unsigned char smem_bytes[];
+  PrepareSmem& sm = *reinterpret_cast<PrepareSmem*>(smem_bytes);
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int key_head = blockIdx.y, key_dim = p.key_heads * kDim;
+  const Sequence seq = sequence(p, blockIdx.z);
+  const bf16* qkv = static_cast<const bf16*>(p.qkv);
+
+  for (int chunk = blockIdx.x; chunk * kChunk < seq.length; chunk += gridDim.x) {
+    const int row0 = seq.start + chunk * kChunk, rows = min(kChunk, seq.length - chunk * kChunk);
+    __syncthreads();  // the previous chunk is done with shared memory
+    for (int i = tid; i < kChunk * kDim / 8; i += kThreads) {
+      const int r = i / (kDim / 8), col = i % (kDim / 8) * 8;
+      const bf16* src = qkv + int64_t(row0 + (r < rows ? r : 0)) * p.qkv_row_stride + key_head * kDim + col;
+      cp_async_16_or_zero(&sm.q[r][col], src, r < rows);
+      cp_async_16_or_zero(&sm.k[r][col], src + key_dim, r < rows);
+    }
+    for (int i = tid; i < kChunk * kRatio * kDim / 8; i += kThreads) {
+      const int r = i / (kRatio * kDim / 8), col = i % (kRatio * kDim / 8) * 8;
+      const bf16* src = qkv + int64_t(row0 + (r < rows ? r : 0)) * p.qkv_row_stride + 2 * key_dim +
+                        key_head * kRatio * kDim + col;
+      cp_async_16_or_zero(&sm.v[r][col], src, r < rows);
+    }
+    cp_async_commit();
+
+    // Gating while the rows land: a thread per (value head, token); g = 0 and beta = 0 past the sequence.
+    const int gate_head = tid / kChunk, gate_row = tid % kChunk, head0 = key_head * kRatio;
+    {
+      float g = 0.f, beta = 0.f;
+      if (gate_row < rows) {
+        const int head = head0 + gate_head;
+        const bf16* ba = static_cast<const bf16*>(p.ba) + int64_t(row0 + gate_row) * p.ba_row_stride;
+        const float a = to_float(ba[p.value_heads + head]) + p.dt_bias[head];
+        g = -expf(p.A_log[head]) * (a > 20.f ? a : log1pf(expf(a)));  // torch's softplus threshold
+        beta = round_to<bf16>(1.f / (1.f + expf(-to_float(ba[head]))));
+      }
+#pragma unroll
+      for (int offset = 1; offset < 32; offset *= 2) {  // inclusive scan over the warp's 32 tokens
+        const float x = __shfl_up_sync(0xffffffffu, g, offset);
+        if (lane >= offset) g += x;
+      }
+      sm.cum_g[gate_head][gate_row] = g;
+      sm.beta[gate_head][gate_row] = beta;
+    }
+    cp_async_wait<0>();
+    __syncthreads();
+    if (gate_row >= 32) sm.cum_g[gate_head][gate_row] += sm.cum_g[gate_head][31];
+    for (int r = warp; r < 2 * kChunk; r += kWarps) {  // 1 / |x| of every q and k row: a warp per row
+      const bf16* row = r < kChunk ? sm.q[r] : sm.k[r - kChunk];
+      float x[4];
+      load_float<bf16, 4>(x, row + 4 * lane);
+      const float sum = group_sum<32>(x[0] * x[0] + x[1] * x[1] + x[2] * x[2] + x[3] * x[3]);
+      if (lane == 0) (r < kChunk ? sm.inv_norm_q : sm.inv_norm_k)[r % kChunk] = rsqrtf(sum + kL2NormEps);
+    }
+
+    // K K^T and Q K^T of the warp's 16 rows, up to its diagonal block (the rest is masked).
+    float kk[kChunk / 8][4] = {}, qk[kChunk / 8][4] = {};
+#pragma unroll
+    for (int k0 = 0; k0 < kDim; k0 += 16) {
+      FragA ak, aq;
+      load_a(ak, &sm.k[0][0], kLdDim, 16 * warp, k0, lane);
+      load_a(aq, &sm.q[0][0], kLdDim, 16 * warp, k0, lane);
+#pragma unroll
+      for (int np = 0; np < kChunk / 16; ++np) {
+        if (np <= warp) {
+          FragB2 b;
+          load_b_nk(b, &sm.k[0][0], kLdDim, k0, 16 * np, lane);
+          mma(kk[2 * np], ak, b, 0);
+          mma(kk[2 * np + 1], ak, b, 1);
+          mma(qk[2 * np], aq, b, 0);
+          mma(qk[2 * np + 1], aq, b, 1);
+        }
+      }
+    }
+    __syncthreads();  // cumulative g and the norms are complete
+
+    const float q_scale = rsqrtf(float(kDim));
+#pragma unroll 1
+    for (int j = 0; j < kRatio; ++j) {
+      const int head = head0 + j;
+      const float* cum = sm.cum_g[j];
+      // A into shared memory, P (this head's decays) straight to the workspace.
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int i = 16 * warp + lane / 4 + 8 * half;
+        const float ci = cum[i], bi = sm.beta[j][i] * sm.inv_norm_k[i], qi = sm.inv_norm_q[i] * q_scale;
+        unsigned* p_row = reinterpret_cast<unsigned*>(static_cast<bf16*>(p.p) +
+                                                      (int64_t(row0 + i) * p.value_heads + head) * kChunk);
+#pragma unroll
+        for (int nt = 0; nt < kChunk / 8; ++nt) {
+          float a[2], pq[2];
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int col = nt * 8 + 2 * (lane % 4) + e;
+            const float decay = col <= i ? __expf(ci - cum[col]) : 0.f;
+            a[e] = col < i ? bi * sm.inv_norm_k[col] * kk[nt][2 * half + e] * decay : 0.f;
+            pq[e] = qi * sm.inv_norm_k[col] * qk[nt][2 * half + e] * decay;
+          }
+          *reinterpret_cast<float2*>(&sm.solve[i][nt * 8 + 2 * (lane % 4)]) = make_float2(a[0], a[1]);
+          if (i < rows) p_row[nt * 4 + lane % 4] = pack_bf16(pq[0], pq[1]);
+        }
+      }
+      __syncthreads();
+      invert_unit_lower(sm, tid);
+      for (int o = tid; o < kChunk * kChunk; o += kThreads) {
+        const int r = o / kChunk, col = o % kChunk;
+        const float t = sm.solve[r][col] * sm.beta[j][col];
+        sm.tu[r][col] = __float2bfloat16_rn(t);
+        sm.tw[r][col] = __float2bfloat16_rn(t * __expf(cum[col]) * sm.inv_norm_k[col]);
+      }
+      __syncthreads();
+      store_lower_product(&sm.tw[0][0], &sm.k[0][0], kLdDim, static_cast<bf16*>(p.w), row0, rows, head,
+                          p.value_heads, warp, lane);
+      store_lower_product(&sm.tu[0][0], &sm.v[0][j * kDim], kLdV, static_cast<bf16*>(p.u), row0, rows, head,
+                          p.value_heads, warp, lane);
+      if (tid < rows) {
+        const float c = cum[tid], c_last = cum[rows - 1];
+        *reinterpret_cast<float4*>(p.scales + (int64_t(row0 + tid) * p.value_heads + head) * 4) =
+            make_float4(sm.inv_norm_q[tid] * q_scale * __expf(c), sm.inv_norm_k[tid] * __expf(c_last - c), c, 0.f);
+      }
+    }
+  }
+}
+
+// ---- scan: a cluster of kSplit CTAs per (value head, sequence), kCols value columns each ------------------
+
+struct ScanStage {  // one chunk's inputs, loaded while the previous chunk computes
+  bf16 w[kChunk][kLdDim];
+  bf16 q[kChunk][kLdDim];  // raw q rows of the key head
+  bf16 k[kChunk][kLdDim];
+  bf16 p[kChunk][kLdChunk];
+  bf16 u[kChunk][kLdCols];  // this CTA's columns
+  bf16 z[kChunk][kLdCols];
+  float4 scales[kChunk];
+};
+
+struct ScanSmem {
+  ScanStage stage[2];
+  bf16 state[kDim][kLdCols];  // S (key rows x this CTA's value columns) in bf16: the B operand of W S and Q S
+  bf16 written[kChunk][kLdCols];  // V'
+  bf16 written_k[kChunk][kLdCols];  // diag(kscale) V'
+  float sum_sq[2][kSplit][kChunk];  // per token, each cluster CTA's sum of o^2, by chunk parity
+};
+
+__device__ __forceinline__ void load_stage(ScanStage& st, const GdnPrefillParams& p, const Sequence& seq, int chunk,
+                                           int head, int col0, int tid) {
+  const int row0 = seq.start + chunk * kChunk, rows = min(kChunk, seq.length - chunk * kChunk);
+  const int key_head = head / kRatio;
+  const bf16* qkv = static_cast<const bf16*>(p.qkv);
+  for (int i = tid; i < kChunk * kDim / 8; i += kThreads) {
+    const int r = i / (kDim / 8), col = i % (kDim / 8) * 8, row = row0 + (r < rows ? r : 0);
+    const bf16* q = qkv + int64_t(row) * p.qkv_row_stride + key_head * kDim + col;
+    cp_async_16_or_zero(&st.w[r][col], static_cast<const bf16*>(p.w) + (int64_t(row) * p.value_heads + head) * kDim +
+                                           col, r < rows);
+    cp_async_16_or_zero(&st.q[r][col], q, r < rows);
+    cp_async_16_or_zero(&st.k[r][col], q + p.key_heads * kDim, r < rows);
+  }
+  for (int i = tid; i < kChunk * kChunk / 8; i += kThreads) {
+    const int r = i / (kChunk / 8), col = i % (kChunk / 8) * 8, row = row0 + (r < rows ? r : 0);
+    cp_async_16_or_zero(&st.p[r][col], static_cast<const bf16*>(p.p) + (int64_t(row) * p.value_heads + head) *
+                                           kChunk + col, r < rows);
+  }
+  for (int i = tid; i < kChunk * kCols / 8; i += kThreads) {
+    const int r = i / (kCols / 8), col = i % (kCols / 8) * 8, row = row0 + (r < rows ? r : 0);
+    cp_async_16_or_zero(&st.u[r][col], static_cast<const bf16*>(p.u) + (int64_t(row) * p.value_heads + head) * kDim +
+                                           col0 + col, r < rows);
+    cp_async_16_or_zero(&st.z[r][col], static_cast<const bf16*>(p.z) + int64_t(row) * p.z_row_stride +
+                                           head * kDim + col0 + col, r < rows);
+  }
+  for (int r = tid; r < kChunk; r += kThreads) {
+    cp_async_16_or_zero(&st.scales[r], p.scales + (int64_t(row0 + (r < rows ? r : 0)) * p.value_heads + head) * 4,
+                        r < rows);
+  }
+}
+
+// The warp's part of the fp32 state in mma accumulator layout: key rows 32 warp + 16 mt + .., value columns
+// col0 + 8 nt + ..; `visit(value, key row, value column)`.
+template <typename Visit>
+__device__ __forceinline__ void for_each_state_element(float (&s)[2][kCols / 8][4], int warp, int lane, Visit visit) {
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt) {
+#pragma unroll
+    for (int nt = 0; nt < kCols / 8; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        visit(s[mt][nt][e], 32 * warp + 16 * mt + lane / 4 + 8 * (e / 2), nt * 8 + 2 * (lane % 4) + e % 2);
+      }
+    }
+  }
+}
+
+__device__ __forceinline__ void store_state_bf16(ScanSmem& sm, float (&s)[2][kCols / 8][4], int warp, int lane) {
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt) {
+#pragma unroll
+    for (int nt = 0; nt < kCols / 8; ++nt) {
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        *reinterpret_cast<unsigned*>(&sm.state[32 * warp + 16 * mt + lane / 4 + 8 * half][nt * 8 + 2 * (lane % 4)]) =
+            pack_bf16(s[mt][nt][2 * half], s[mt][nt][2 * half + 1]);
+      }
+    }
+  }
+}
+
+__global__ void __launch_bounds__(kThreads, 1) gdn_prefill_scan_kernel(const GdnPrefillParams p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  extern __shared__ __align__(16) unsigned char smem_bytes[];
+  ScanSmem& sm = *reinterpret_cast<ScanSmem*>(smem_bytes);
+  namespace cg = cooperative_groups;
+  const cg::cluster_group cluster = cg::this_cluster();
+  const int rank = static_cast<int>(cluster.block_rank()), col0 = rank * kCols;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int head = blockIdx.y;
+  const Sequence seq = sequence(p, blockIdx.z);
+  if (seq.length == 0) return;  // the whole cluster: padding or an empty sequence keeps its state
+  const int chunks = (seq.length + kChunk - 1) / kChunk;
+
+  load_stage(sm.stage[0], p, seq, 0, head, col0, tid);
+  cp_async_commit();
+
+  float* state = p.state + (int64_t(seq.slot) * p.value_heads + head) * kDim * kDim;  // [v][k]
+  float s[2][kCols / 8][4];
+  for_each_state_element(s, warp, lane, [&](float& x, int key, int col) { x = state[(col0 + col) * kDim + key]; });
+  store_state_bf16(sm, s, warp, lane);
+  float norm_w[kCols / 8][2];
+#pragma unroll
+  for (int nt = 0; nt < kCols / 8; ++nt) {
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      norm_w[nt][e] = to_float(static_cast<const bf16*>(p.norm_weight)[col0 + nt * 8 + 2 * (lane % 4) + e]);
+    }
+  }
+  cluster.sync();  // every CTA of the cluster runs before any writes into its shared memory
+
+  for (int chunk = 0; chunk < chunks; ++chunk) {
+    const int row0 = seq.start + chunk * kChunk, rows = min(kChunk, seq.length - chunk * kChunk);
+    const ScanStage& st = sm.stage[chunk & 1];
+    cp_async_wait<0>();
+    __syncthreads();  // this chunk's rows are visible; the previous chunk is done with the other stage
+    if (chunk + 1 < chunks) load_stage(sm.stage[(chunk + 1) & 1], p, seq, chunk + 1, head, col0, tid);
+    cp_async_commit();
+
+    // V' = U - W S and Q S for the warp's 16 rows.
+    float v[kCols / 8][4] = {}, o[kCols / 8][4] = {};
+#pragma unroll
+    for (int k0 = 0; k0 < kDim; k0 += 16) {
+      FragA aw, aq;
+      load_a(aw, &st.w[0][0], kLdDim, 16 * warp, k0, lane);
+      load_a(aq, &st.q[0][0], kLdDim, 16 * warp, k0, lane);
+#pragma unroll
+      for (int np = 0; np < kCols / 16; ++np) {
+        FragB2 b;
+        load_b_kn(b, &sm.state[0][0], kLdCols, k0, 16 * np, lane);
+        mma(v[2 * np], aw, b, 0);
+        mma(v[2 * np + 1], aw, b, 1);
+        mma(o[2 * np], aq, b, 0);
+        mma(o[2 * np + 1], aq, b, 1);
+      }
+    }
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int i = 16 * warp + lane / 4 + 8 * half;
+      const float4 scale = st.scales[i];
+#pragma unroll
+      for (int nt = 0; nt < kCols / 8; ++nt) {
+        const int col = nt * 8 + 2 * (lane % 4);
+        const float2 u = unpack_bf16(*reinterpret_cast<const unsigned*>(&st.u[i][col]));
+        const float v0 = u.x - v[nt][2 * half], v1 = u.y - v[nt][2 * half + 1];
+        *reinterpret_cast<unsigned*>(&sm.written[i][col]) = pack_bf16(v0, v1);
+        *reinterpret_cast<unsigned*>(&sm.written_k[i][col]) = pack_bf16(v0 * scale.y, v1 * scale.y);
+        o[nt][2 * half] *= scale.x;
+        o[nt][2 * half + 1] *= scale.x;
+      }
+    }
+    __syncthreads();  // V' complete; every warp is done reading the state's bf16 copy
+
+    // O += P V' (P is zero right of the warp's diagonal block).
+#pragma unroll
+    for (int k0 = 0; k0 < kChunk; k0 += 16) {
+      if (k0 <= 16 * warp) {
+        FragA a;
+        load_a(a, &st.p[0][0], kLdChunk, 16 * warp, k0, lane);
+#pragma unroll
+        for (int np = 0; np < kCols / 16; ++np) {
+          FragB2 b;
+          load_b_kn(b, &sm.written[0][0], kLdCols, k0, 16 * np, lane);
+          mma(o[2 * np], a, b, 0);
+          mma(o[2 * np + 1], a, b, 1);
+        }
+      }
+    }
+    // o is rounded to bf16 where the unfused model stores it; each token's sum of squares goes to every CTA
+    // of the cluster (the norm spans the head's 128 columns).
+    float sum_sq[2];
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      float sum = 0.f;
+#pragma unroll
+      for (int nt = 0; nt < kCols / 8; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const float x = round_to<bf16>(o[nt][2 * half + e]);
+          o[nt][2 * half + e] = x;
+          sum += x * x;
+        }
+      }
+      sum_sq[half] = group_sum<4>(sum);
+    }
+    if (lane % 4 == 0) {
+#pragma unroll
+      for (int peer = 0; peer < kSplit; ++peer) {
+        float* dst = cluster.map_shared_rank(&sm.sum_sq[chunk & 1][rank][0], peer);
+        dst[16 * warp + lane / 4] = sum_sq[0];
+        dst[16 * warp + lane / 4 + 8] = sum_sq[1];
+      }
+    }
+    cluster_arrive();
+
+    // S = gamma S + K^T diag(kscale) V', while the other CTAs' sums arrive.
+    const float gamma = __expf(st.scales[rows - 1].z);
+    for_each_state_element(s, warp, lane, [&](float& x, int, int) { x *= gamma; });
+#pragma unroll
+    for (int k0 = 0; k0 < kChunk; k0 += 16) {
+      FragB2 b[kCols / 16];
+#pragma unroll
+      for (int np = 0; np < kCols / 16; ++np) load_b_kn(b[np], &sm.written_k[0][0], kLdCols, k0, 16 * np, lane);
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt) {
+        FragA a;
+        load_a_trans(a, &st.k[0][0], kLdDim, 32 * warp + 16 * mt, k0, lane);
+#pragma unroll
+        for (int np = 0; np < kCols / 16; ++np) {
+          mma(s[mt][2 * np], a, b[np], 0);
+          mma(s[mt][2 * np + 1], a, b[np], 1);
+        }
+      }
+    }
+    store_state_bf16(sm, s, warp, lane);
+    cluster_wait();
+
+    // out = rmsnorm(o) * w * silu(z), with the unfused model's bf16 roundings.
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int i = 16 * warp + lane / 4 + 8 * half;
+      float total = 0.f;
+#pragma unroll
+      for (int r = 0; r < kSplit; ++r) total += sm.sum_sq[chunk & 1][r][i];
+      const float inv_rms = rsqrtf(total / kDim + p.eps);
+      if (i >= rows) continue;
+      unsigned* out = reinterpret_cast<unsigned*>(static_cast<bf16*>(p.out) + int64_t(row0 + i) * p.out_row_stride +
+                                                  head * kDim + col0);
+#pragma unroll
+      for (int nt = 0; nt < kCols / 8; ++nt) {
+        const int col = nt * 8 + 2 * (lane % 4);
+        const float2 z = unpack_bf16(*reinterpret_cast<const unsigned*>(&st.z[i][col]));
+        float y[2];
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const float normed = round_to<bf16>(round_to<bf16>(o[nt][2 * half + e] * inv_rms) * norm_w[nt][e]);
+          y[e] = normed * silu(e == 0 ? z.x : z.y);
+        }
+        out[col / 2] = pack_bf16(y[0], y[1]);
+      }
+    }
+  }
+  for_each_state_element(s, warp, lane, [&](float& x, int key, int col) { state[(col0 + col) * kDim + key] = x; });
+#endif
+}
+
+}  // namespace gdn_prefill
+}  // namespace qwen3next
