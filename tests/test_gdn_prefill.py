@@ -128,7 +128,7 @@ def test_cuda_graph_replay_matches_eager():
     qkvz, ba, conv_state, recurrent, slots, cu_seqlens = make_batch(gen, [70, 5, 200], 5, device="cuda")
     eager_conv, eager_recurrent = conv_state.clone(), recurrent.clone()
     eager = ops.gdn_prefill(qkvz, ba, eager_conv, eager_recurrent, slots, cu_seqlens, eps=EPS, **layer)
-    out = torch.empty_like(eager)
+    out = torch.zeros_like(eager)  # the padding sequence's rows stay as they are
     ops.gdn_prefill(qkvz, ba, conv_state.clone(), recurrent.clone(), slots, cu_seqlens, eps=EPS, out=out,
                     max_seqlen=200, **layer)  # warm-up outside the capture
     graph = torch.cuda.CUDAGraph()
