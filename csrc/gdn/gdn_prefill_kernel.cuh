@@ -28,13 +28,14 @@ constexpr int kChunk = 64;  // tokens per chunk
 constexpr int kRatio = 2;  // value heads per key head
 constexpr int kSplit = 4;  // CTAs per (sequence, value head) in the scan: the cluster
 constexpr int kCols = kDim / kSplit;  // value columns per scan CTA
-constexpr int kThreads = 128;  // 4 warps, 16 chunk rows each
+constexpr int kThreads = 256;  // 8 warps: a warp owns 16 chunk rows (row block warp % 4) x a column group (warp / 4)
 constexpr int kWarps = kThreads / 32;
+constexpr int kRowBlocks = kChunk / 16, kColumnGroups = kWarps / kRowBlocks;
 constexpr float kL2NormEps = 1e-6f;
 // Padded row strides (elements): rows of an odd number of 16-byte units keep ldmatrix free of bank conflicts.
 constexpr int kLdDim = kDim + 8, kLdChunk = kChunk + 8, kLdCols = kCols + 8, kLdV = kRatio * kDim + 8;
 constexpr int kLdSolve = kChunk + 4;  // fp32 rows of the triangular solve
-static_assert(kWarps * 16 == kChunk && kWarps * 32 == kDim, "a warp owns 16 chunk rows and 32 state rows");
+static_assert(kColumnGroups == 2 && kWarps * 16 == kDim, "two column groups; a warp owns 16 state rows");
 
 struct Sequence {
   int start, length, slot;
@@ -64,7 +65,7 @@ struct PrepareSmem {
 __device__ __forceinline__ void invert_unit_lower(PrepareSmem& sm, int tid) {
   const int warp = tid / 32, lane = tid % 32;
   // Diagonal 16x16 blocks by forward substitution: a warp per block, a column per lane.
-  if (lane < 16) {
+  if (warp < kRowBlocks && lane < 16) {
     const int base = 16 * warp;
     float x[16];
 #pragma unroll
@@ -81,7 +82,7 @@ __device__ __forceinline__ void invert_unit_lower(PrepareSmem& sm, int tid) {
   __syncthreads();
   // Row block i: T_ij = -T_ii sum_{k=j}^{i-1} A_ik T_kj for j < i. Every sum of the row block reads its A
   // blocks before any T_ij replaces one; earlier row blocks already hold T.
-  for (int bi = 1; bi < kChunk / 16; ++bi) {
+  for (int bi = 1; bi < kRowBlocks; ++bi) {
     const int width = 16 * bi;
     for (int o = tid; o < 16 * width; o += kThreads) {
       const int r = o / width, col = o % width;
@@ -101,21 +102,22 @@ __device__ __forceinline__ void invert_unit_lower(PrepareSmem& sm, int tid) {
   }
 }
 
-// dst rows of the chunk (per token, value head: [tokens, Hv, 128] bf16) = a_tile (lower triangular 64 x 64)
-// times b_tile (64 x 128, row-major [token][column]); the warp's 16 rows.
+// dst rows of the chunk ([tokens, Hv, 128] bf16) = a_tile (lower triangular 64 x 64) times b_tile (64 x 128,
+// row-major [token][column]): the warp's 16 rows x 64 columns.
 __device__ __forceinline__ void store_lower_product(const bf16* a_tile, const bf16* b_tile, int ldb, bf16* dst,
                                                     int row0, int rows, int head, int value_heads, int warp,
                                                     int lane) {
-  float acc[16][4] = {};
+  const int block = warp % kRowBlocks, col0 = warp / kRowBlocks * (kDim / kColumnGroups);
+  float acc[kDim / kColumnGroups / 8][4] = {};
 #pragma unroll
   for (int k0 = 0; k0 < kChunk; k0 += 16) {
-    if (k0 <= 16 * warp) {  // T is zero right of the warp's diagonal block
+    if (k0 <= 16 * block) {  // T is zero right of the diagonal block
       FragA a;
-      load_a(a, a_tile, kLdChunk, 16 * warp, k0, lane);
+      load_a(a, a_tile, kLdChunk, 16 * block, k0, lane);
 #pragma unroll
-      for (int np = 0; np < kDim / 16; ++np) {
+      for (int np = 0; np < kDim / kColumnGroups / 16; ++np) {
         FragB2 b;
-        load_b_kn(b, b_tile, ldb, k0, 16 * np, lane);
+        load_b_kn(b, b_tile, ldb, k0, col0 + 16 * np, lane);
         mma(acc[2 * np], a, b, 0);
         mma(acc[2 * np + 1], a, b, 1);
       }
@@ -123,11 +125,13 @@ __device__ __forceinline__ void store_lower_product(const bf16* a_tile, const bf
   }
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
-    const int i = 16 * warp + lane / 4 + 8 * half;
+    const int i = 16 * block + lane / 4 + 8 * half;
     if (i >= rows) continue;
-    unsigned* row = reinterpret_cast<unsigned*>(dst + (int64_t(row0 + i) * value_heads + head) * kDim);
+    unsigned* row = reinterpret_cast<unsigned*>(dst + (int64_t(row0 + i) * value_heads + head) * kDim + col0);
 #pragma unroll
-    for (int nt = 0; nt < kDim / 8; ++nt) row[nt * 4 + lane % 4] = pack_bf16(acc[nt][2 * half], acc[nt][2 * half + 1]);
+    for (int nt = 0; nt < kDim / kColumnGroups / 8; ++nt) {
+      row[nt * 4 + lane % 4] = pack_bf16(acc[nt][2 * half], acc[nt][2 * half + 1]);
+    }
   }
 }
 
@@ -135,6 +139,7 @@ __global__ void __launch_bounds__(kThreads) gdn_prefill_prepare_kernel(const Gdn
   extern __shared__ __align__(16) unsigned char smem_bytes[];
   PrepareSmem& sm = *reinterpret_cast<PrepareSmem*>(smem_bytes);
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int block = warp % kRowBlocks, group = warp / kRowBlocks;  // 16 rows x 32 columns of K K^T and Q K^T
   const int key_head = blockIdx.y, key_dim = p.key_heads * kDim;
   const Sequence seq = sequence(p, blockIdx.z);
   const bf16* qkv = static_cast<const bf16*>(p.qkv);
@@ -158,7 +163,7 @@ __global__ void __launch_bounds__(kThreads) gdn_prefill_prepare_kernel(const Gdn
 
     // Gating while the rows land: a thread per (value head, token); g = 0 and beta = 0 past the sequence.
     const int gate_head = tid / kChunk, gate_row = tid % kChunk, head0 = key_head * kRatio;
-    {
+    if (gate_head < kRatio) {
       float g = 0.f, beta = 0.f;
       if (gate_row < rows) {
         const int head = head0 + gate_head;
@@ -177,7 +182,7 @@ __global__ void __launch_bounds__(kThreads) gdn_prefill_prepare_kernel(const Gdn
     }
     cp_async_wait<0>();
     __syncthreads();
-    if (gate_row >= 32) sm.cum_g[gate_head][gate_row] += sm.cum_g[gate_head][31];
+    if (gate_head < kRatio && gate_row >= 32) sm.cum_g[gate_head][gate_row] += sm.cum_g[gate_head][31];
     for (int r = warp; r < 2 * kChunk; r += kWarps) {  // 1 / |x| of every q and k row: a warp per row
       const bf16* row = r < kChunk ? sm.q[r] : sm.k[r - kChunk];
       float x[4];
@@ -186,22 +191,24 @@ __global__ void __launch_bounds__(kThreads) gdn_prefill_prepare_kernel(const Gdn
       if (lane == 0) (r < kChunk ? sm.inv_norm_q : sm.inv_norm_k)[r % kChunk] = rsqrtf(sum + kL2NormEps);
     }
 
-    // K K^T and Q K^T of the warp's 16 rows, up to its diagonal block (the rest is masked).
-    float kk[kChunk / 8][4] = {}, qk[kChunk / 8][4] = {};
+    // K K^T and Q K^T of the warp's tile, where it reaches the diagonal (the rest is masked).
+    float kk[4][4] = {}, qk[4][4] = {};
 #pragma unroll
     for (int k0 = 0; k0 < kDim; k0 += 16) {
-      FragA ak, aq;
-      load_a(ak, &sm.k[0][0], kLdDim, 16 * warp, k0, lane);
-      load_a(aq, &sm.q[0][0], kLdDim, 16 * warp, k0, lane);
+      if (2 * group <= block) {
+        FragA ak, aq;
+        load_a(ak, &sm.k[0][0], kLdDim, 16 * block, k0, lane);
+        load_a(aq, &sm.q[0][0], kLdDim, 16 * block, k0, lane);
 #pragma unroll
-      for (int np = 0; np < kChunk / 16; ++np) {
-        if (np <= warp) {
-          FragB2 b;
-          load_b_nk(b, &sm.k[0][0], kLdDim, k0, 16 * np, lane);
-          mma(kk[2 * np], ak, b, 0);
-          mma(kk[2 * np + 1], ak, b, 1);
-          mma(qk[2 * np], aq, b, 0);
-          mma(qk[2 * np + 1], aq, b, 1);
+        for (int np = 0; np < 2; ++np) {
+          if (2 * group + np <= block) {
+            FragB2 b;
+            load_b_nk(b, &sm.k[0][0], kLdDim, k0, 32 * group + 16 * np, lane);
+            mma(kk[2 * np], ak, b, 0);
+            mma(kk[2 * np + 1], ak, b, 1);
+            mma(qk[2 * np], aq, b, 0);
+            mma(qk[2 * np + 1], aq, b, 1);
+          }
         }
       }
     }
@@ -215,31 +222,37 @@ __global__ void __launch_bounds__(kThreads) gdn_prefill_prepare_kernel(const Gdn
       // A into shared memory, P (this head's decays) straight to the workspace.
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
-        const int i = 16 * warp + lane / 4 + 8 * half;
+        const int i = 16 * block + lane / 4 + 8 * half;
         const float ci = cum[i], bi = sm.beta[j][i] * sm.inv_norm_k[i], qi = sm.inv_norm_q[i] * q_scale;
         unsigned* p_row = reinterpret_cast<unsigned*>(static_cast<bf16*>(p.p) +
                                                       (int64_t(row0 + i) * p.value_heads + head) * kChunk);
 #pragma unroll
-        for (int nt = 0; nt < kChunk / 8; ++nt) {
+        for (int nt = 0; nt < 4; ++nt) {
+          const int col0 = 32 * group + nt * 8 + 2 * (lane % 4);
           float a[2], pq[2];
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
-            const int col = nt * 8 + 2 * (lane % 4) + e;
+            const int col = col0 + e;
             const float decay = col <= i ? __expf(ci - cum[col]) : 0.f;
             a[e] = col < i ? bi * sm.inv_norm_k[col] * kk[nt][2 * half + e] * decay : 0.f;
             pq[e] = qi * sm.inv_norm_k[col] * qk[nt][2 * half + e] * decay;
           }
-          *reinterpret_cast<float2*>(&sm.solve[i][nt * 8 + 2 * (lane % 4)]) = make_float2(a[0], a[1]);
-          if (i < rows) p_row[nt * 4 + lane % 4] = pack_bf16(pq[0], pq[1]);
+          *reinterpret_cast<float2*>(&sm.solve[i][col0]) = make_float2(a[0], a[1]);
+          if (i < rows) p_row[col0 / 2] = pack_bf16(pq[0], pq[1]);
         }
       }
       __syncthreads();
       invert_unit_lower(sm, tid);
-      for (int o = tid; o < kChunk * kChunk; o += kThreads) {
-        const int r = o / kChunk, col = o % kChunk;
-        const float t = sm.solve[r][col] * sm.beta[j][col];
-        sm.tu[r][col] = __float2bfloat16_rn(t);
-        sm.tw[r][col] = __float2bfloat16_rn(t * __expf(cum[col]) * sm.inv_norm_k[col]);
+      for (int o = tid; o < kChunk * kChunk / 2; o += kThreads) {
+        const int r = o / (kChunk / 2), col = o % (kChunk / 2) * 2;
+        float tu[2], tw[2];
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          tu[e] = sm.solve[r][col + e] * sm.beta[j][col + e];
+          tw[e] = tu[e] * __expf(cum[col + e]) * sm.inv_norm_k[col + e];
+        }
+        *reinterpret_cast<unsigned*>(&sm.tu[r][col]) = pack_bf16(tu[0], tu[1]);
+        *reinterpret_cast<unsigned*>(&sm.tw[r][col]) = pack_bf16(tw[0], tw[1]);
       }
       __syncthreads();
       store_lower_product(&sm.tw[0][0], &sm.k[0][0], kLdDim, static_cast<bf16*>(p.w), row0, rows, head,
@@ -267,12 +280,14 @@ struct ScanStage {  // one chunk's inputs, loaded while the previous chunk compu
   float4 scales[kChunk];
 };
 
+constexpr int kNormParts = kSplit * kColumnGroups;  // partial sums of o^2 per token: one per warp column group
+
 struct ScanSmem {
   ScanStage stage[2];
   bf16 state[kDim][kLdCols];  // S (key rows x this CTA's value columns) in bf16: the B operand of W S and Q S
   bf16 written[kChunk][kLdCols];  // V'
   bf16 written_k[kChunk][kLdCols];  // diag(kscale) V'
-  float sum_sq[2][kSplit][kChunk];  // per token, each cluster CTA's sum of o^2, by chunk parity
+  float sum_sq[2][kNormParts][kChunk];  // per token, each part's sum of o^2, by chunk parity
 };
 
 __device__ __forceinline__ void load_stage(ScanStage& st, const GdnPrefillParams& p, const Sequence& seq, int chunk,
@@ -300,38 +315,30 @@ __device__ __forceinline__ void load_stage(ScanStage& st, const GdnPrefillParams
     cp_async_16_or_zero(&st.z[r][col], static_cast<const bf16*>(p.z) + int64_t(row) * p.z_row_stride +
                                            head * kDim + col0 + col, r < rows);
   }
-  for (int r = tid; r < kChunk; r += kThreads) {
-    cp_async_16_or_zero(&st.scales[r], p.scales + (int64_t(row0 + (r < rows ? r : 0)) * p.value_heads + head) * 4,
-                        r < rows);
+  if (tid < kChunk) {
+    cp_async_16_or_zero(&st.scales[tid],
+                        p.scales + (int64_t(row0 + (tid < rows ? tid : 0)) * p.value_heads + head) * 4, tid < rows);
   }
 }
 
-// The warp's part of the fp32 state in mma accumulator layout: key rows 32 warp + 16 mt + .., value columns
-// col0 + 8 nt + ..; `visit(value, key row, value column)`.
+// The warp's 16 key rows of the fp32 state in mma accumulator layout (all kCols value columns):
+// `visit(value, key row, value column)`.
 template <typename Visit>
-__device__ __forceinline__ void for_each_state_element(float (&s)[2][kCols / 8][4], int warp, int lane, Visit visit) {
+__device__ __forceinline__ void for_each_state_element(float (&s)[kCols / 8][4], int warp, int lane, Visit visit) {
 #pragma unroll
-  for (int mt = 0; mt < 2; ++mt) {
+  for (int nt = 0; nt < kCols / 8; ++nt) {
 #pragma unroll
-    for (int nt = 0; nt < kCols / 8; ++nt) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        visit(s[mt][nt][e], 32 * warp + 16 * mt + lane / 4 + 8 * (e / 2), nt * 8 + 2 * (lane % 4) + e % 2);
-      }
-    }
+    for (int e = 0; e < 4; ++e) visit(s[nt][e], 16 * warp + lane / 4 + 8 * (e / 2), nt * 8 + 2 * (lane % 4) + e % 2);
   }
 }
 
-__device__ __forceinline__ void store_state_bf16(ScanSmem& sm, float (&s)[2][kCols / 8][4], int warp, int lane) {
+__device__ __forceinline__ void store_state_bf16(ScanSmem& sm, float (&s)[kCols / 8][4], int warp, int lane) {
 #pragma unroll
-  for (int mt = 0; mt < 2; ++mt) {
+  for (int nt = 0; nt < kCols / 8; ++nt) {
 #pragma unroll
-    for (int nt = 0; nt < kCols / 8; ++nt) {
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        *reinterpret_cast<unsigned*>(&sm.state[32 * warp + 16 * mt + lane / 4 + 8 * half][nt * 8 + 2 * (lane % 4)]) =
-            pack_bf16(s[mt][nt][2 * half], s[mt][nt][2 * half + 1]);
-      }
+    for (int half = 0; half < 2; ++half) {
+      *reinterpret_cast<unsigned*>(&sm.state[16 * warp + lane / 4 + 8 * half][nt * 8 + 2 * (lane % 4)]) =
+          pack_bf16(s[nt][2 * half], s[nt][2 * half + 1]);
     }
   }
 }
@@ -344,6 +351,9 @@ __global__ void __launch_bounds__(kThreads, 1) gdn_prefill_scan_kernel(const Gdn
   const cg::cluster_group cluster = cg::this_cluster();
   const int rank = static_cast<int>(cluster.block_rank()), col0 = rank * kCols;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  // Chunk-row work: 16 rows (block) x 16 of the CTA's columns (group); state work: 16 key rows (warp).
+  const int block = warp % kRowBlocks, group = warp / kRowBlocks, part = rank * kColumnGroups + group;
+  constexpr int kGroupCols = kCols / kColumnGroups;
   const int head = blockIdx.y;
   const Sequence seq = sequence(p, blockIdx.z);
   if (seq.length == 0) return;  // the whole cluster: padding or an empty sequence keeps its state
@@ -353,15 +363,16 @@ __global__ void __launch_bounds__(kThreads, 1) gdn_prefill_scan_kernel(const Gdn
   cp_async_commit();
 
   float* state = p.state + (int64_t(seq.slot) * p.value_heads + head) * kDim * kDim;  // [v][k]
-  float s[2][kCols / 8][4];
+  float s[kCols / 8][4];
   for_each_state_element(s, warp, lane, [&](float& x, int key, int col) { x = state[(col0 + col) * kDim + key]; });
   store_state_bf16(sm, s, warp, lane);
-  float norm_w[kCols / 8][2];
+  float norm_w[kGroupCols / 8][2];
 #pragma unroll
-  for (int nt = 0; nt < kCols / 8; ++nt) {
+  for (int nt = 0; nt < kGroupCols / 8; ++nt) {
 #pragma unroll
     for (int e = 0; e < 2; ++e) {
-      norm_w[nt][e] = to_float(static_cast<const bf16*>(p.norm_weight)[col0 + nt * 8 + 2 * (lane % 4) + e]);
+      norm_w[nt][e] = to_float(static_cast<const bf16*>(p.norm_weight)[col0 + kGroupCols * group + nt * 8 +
+                                                                      2 * (lane % 4) + e]);
     }
   }
   cluster.sync();  // every CTA of the cluster runs before any writes into its shared memory
@@ -374,30 +385,27 @@ __global__ void __launch_bounds__(kThreads, 1) gdn_prefill_scan_kernel(const Gdn
     if (chunk + 1 < chunks) load_stage(sm.stage[(chunk + 1) & 1], p, seq, chunk + 1, head, col0, tid);
     cp_async_commit();
 
-    // V' = U - W S and Q S for the warp's 16 rows.
-    float v[kCols / 8][4] = {}, o[kCols / 8][4] = {};
+    // V' = U - W S and Q S for the warp's 16 rows x 16 columns.
+    float v[kGroupCols / 8][4] = {}, o[kGroupCols / 8][4] = {};
 #pragma unroll
     for (int k0 = 0; k0 < kDim; k0 += 16) {
       FragA aw, aq;
-      load_a(aw, &st.w[0][0], kLdDim, 16 * warp, k0, lane);
-      load_a(aq, &st.q[0][0], kLdDim, 16 * warp, k0, lane);
-#pragma unroll
-      for (int np = 0; np < kCols / 16; ++np) {
-        FragB2 b;
-        load_b_kn(b, &sm.state[0][0], kLdCols, k0, 16 * np, lane);
-        mma(v[2 * np], aw, b, 0);
-        mma(v[2 * np + 1], aw, b, 1);
-        mma(o[2 * np], aq, b, 0);
-        mma(o[2 * np + 1], aq, b, 1);
-      }
+      FragB2 b;
+      load_a(aw, &st.w[0][0], kLdDim, 16 * block, k0, lane);
+      load_a(aq, &st.q[0][0], kLdDim, 16 * block, k0, lane);
+      load_b_kn(b, &sm.state[0][0], kLdCols, k0, kGroupCols * group, lane);
+      mma(v[0], aw, b, 0);
+      mma(v[1], aw, b, 1);
+      mma(o[0], aq, b, 0);
+      mma(o[1], aq, b, 1);
     }
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
-      const int i = 16 * warp + lane / 4 + 8 * half;
+      const int i = 16 * block + lane / 4 + 8 * half;
       const float4 scale = st.scales[i];
 #pragma unroll
-      for (int nt = 0; nt < kCols / 8; ++nt) {
-        const int col = nt * 8 + 2 * (lane % 4);
+      for (int nt = 0; nt < kGroupCols / 8; ++nt) {
+        const int col = kGroupCols * group + nt * 8 + 2 * (lane % 4);
         const float2 u = unpack_bf16(*reinterpret_cast<const unsigned*>(&st.u[i][col]));
         const float v0 = u.x - v[nt][2 * half], v1 = u.y - v[nt][2 * half + 1];
         *reinterpret_cast<unsigned*>(&sm.written[i][col]) = pack_bf16(v0, v1);
@@ -408,29 +416,26 @@ __global__ void __launch_bounds__(kThreads, 1) gdn_prefill_scan_kernel(const Gdn
     }
     __syncthreads();  // V' complete; every warp is done reading the state's bf16 copy
 
-    // O += P V' (P is zero right of the warp's diagonal block).
+    // O += P V' (P is zero right of the diagonal block).
 #pragma unroll
     for (int k0 = 0; k0 < kChunk; k0 += 16) {
-      if (k0 <= 16 * warp) {
+      if (k0 <= 16 * block) {
         FragA a;
-        load_a(a, &st.p[0][0], kLdChunk, 16 * warp, k0, lane);
-#pragma unroll
-        for (int np = 0; np < kCols / 16; ++np) {
-          FragB2 b;
-          load_b_kn(b, &sm.written[0][0], kLdCols, k0, 16 * np, lane);
-          mma(o[2 * np], a, b, 0);
-          mma(o[2 * np + 1], a, b, 1);
-        }
+        FragB2 b;
+        load_a(a, &st.p[0][0], kLdChunk, 16 * block, k0, lane);
+        load_b_kn(b, &sm.written[0][0], kLdCols, k0, kGroupCols * group, lane);
+        mma(o[0], a, b, 0);
+        mma(o[1], a, b, 1);
       }
     }
-    // o is rounded to bf16 where the unfused model stores it; each token's sum of squares goes to every CTA
-    // of the cluster (the norm spans the head's 128 columns).
+    // o is rounded to bf16 where the unfused model stores it; each token's partial sum of squares goes to every
+    // CTA of the cluster (the norm spans the head's 128 columns).
     float sum_sq[2];
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       float sum = 0.f;
 #pragma unroll
-      for (int nt = 0; nt < kCols / 8; ++nt) {
+      for (int nt = 0; nt < kGroupCols / 8; ++nt) {
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
           const float x = round_to<bf16>(o[nt][2 * half + e]);
@@ -443,50 +448,46 @@ __global__ void __launch_bounds__(kThreads, 1) gdn_prefill_scan_kernel(const Gdn
     if (lane % 4 == 0) {
 #pragma unroll
       for (int peer = 0; peer < kSplit; ++peer) {
-        float* dst = cluster.map_shared_rank(&sm.sum_sq[chunk & 1][rank][0], peer);
-        dst[16 * warp + lane / 4] = sum_sq[0];
-        dst[16 * warp + lane / 4 + 8] = sum_sq[1];
+        float* dst = cluster.map_shared_rank(&sm.sum_sq[chunk & 1][part][0], peer);
+        dst[16 * block + lane / 4] = sum_sq[0];
+        dst[16 * block + lane / 4 + 8] = sum_sq[1];
       }
     }
-    cluster_arrive();
-
-    // S = gamma S + K^T diag(kscale) V', while the other CTAs' sums arrive.
+    // S = gamma S + K^T diag(kscale) V', while the sums travel (the release below then finds them done).
     const float gamma = __expf(st.scales[rows - 1].z);
     for_each_state_element(s, warp, lane, [&](float& x, int, int) { x *= gamma; });
 #pragma unroll
     for (int k0 = 0; k0 < kChunk; k0 += 16) {
-      FragB2 b[kCols / 16];
+      FragA a;
+      load_a_trans(a, &st.k[0][0], kLdDim, 16 * warp, k0, lane);
 #pragma unroll
-      for (int np = 0; np < kCols / 16; ++np) load_b_kn(b[np], &sm.written_k[0][0], kLdCols, k0, 16 * np, lane);
-#pragma unroll
-      for (int mt = 0; mt < 2; ++mt) {
-        FragA a;
-        load_a_trans(a, &st.k[0][0], kLdDim, 32 * warp + 16 * mt, k0, lane);
-#pragma unroll
-        for (int np = 0; np < kCols / 16; ++np) {
-          mma(s[mt][2 * np], a, b[np], 0);
-          mma(s[mt][2 * np + 1], a, b[np], 1);
-        }
+      for (int np = 0; np < kCols / 16; ++np) {
+        FragB2 b;
+        load_b_kn(b, &sm.written_k[0][0], kLdCols, k0, 16 * np, lane);
+        mma(s[2 * np], a, b, 0);
+        mma(s[2 * np + 1], a, b, 1);
       }
     }
     store_state_bf16(sm, s, warp, lane);
+
+    cluster_arrive();
     cluster_wait();
 
     // out = rmsnorm(o) * w * silu(z), with the unfused model's bf16 roundings.
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
-      const int i = 16 * warp + lane / 4 + 8 * half;
+      const int i = 16 * block + lane / 4 + 8 * half;
       float total = 0.f;
 #pragma unroll
-      for (int r = 0; r < kSplit; ++r) total += sm.sum_sq[chunk & 1][r][i];
-      const float inv_rms = rsqrtf(total / kDim + p.eps);
+      for (int r = 0; r < kNormParts; ++r) total += sm.sum_sq[chunk & 1][r][i];
+      const float inv_rms = rsqrtf(total * (1.f / kDim) + p.eps);
       if (i >= rows) continue;
       unsigned* out = reinterpret_cast<unsigned*>(static_cast<bf16*>(p.out) + int64_t(row0 + i) * p.out_row_stride +
-                                                  head * kDim + col0);
+                                                  head * kDim + col0 + kGroupCols * group);
 #pragma unroll
-      for (int nt = 0; nt < kCols / 8; ++nt) {
+      for (int nt = 0; nt < kGroupCols / 8; ++nt) {
         const int col = nt * 8 + 2 * (lane % 4);
-        const float2 z = unpack_bf16(*reinterpret_cast<const unsigned*>(&st.z[i][col]));
+        const float2 z = unpack_bf16(*reinterpret_cast<const unsigned*>(&st.z[i][kGroupCols * group + col]));
         float y[2];
 #pragma unroll
         for (int e = 0; e < 2; ++e) {

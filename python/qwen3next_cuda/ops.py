@@ -144,7 +144,8 @@ def gdn_prefill(qkvz: torch.Tensor, ba: torch.Tensor, conv_state: torch.Tensor, 
         out = qkvz.new_zeros(qkvz.shape[0], recurrent_state.shape[1] * GDN_HEAD_DIM)
     if max_seqlen is None:
         max_seqlen = int((cu_seqlens[1:] - cu_seqlens[:-1]).max()) if slots.numel() else 0
-    qkv = causal_conv1d_varlen(qkvz[:, :channels], conv_weight, conv_state, slots, cu_seqlens)
+    qkv = causal_conv1d_varlen(qkvz[:, :channels], conv_weight, conv_state, slots, cu_seqlens,
+                               out=qkvz.new_empty(qkvz.shape[0], channels))  # rows of padding are never read
     torch.ops.qwen3next.gdn_prefill(out, recurrent_state, qkv, _rows(qkvz[:, channels:]), _rows(ba), cu_seqlens,
                                     slots, A_log, dt_bias, norm_weight, eps, max_seqlen)
     return out
