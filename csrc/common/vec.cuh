@@ -24,9 +24,6 @@ template <typename T>
 __device__ __forceinline__ float round_to(float x) { return to_float(from_float<T>(x)); }
 
 __device__ __forceinline__ float silu(float x) { return x / (1.f + __expf(-x)); }
-// With a fast division (within 2 ulp; 0, the limit, once exp(-x) overflows): for values that are rounded to
-// 16 bits and feed no recurrence.
-__device__ __forceinline__ float silu_fast(float x) { return __fdividef(x, 1.f + __expf(-x)); }
 
 // N contiguous elements of T, aligned so that one instruction moves them (up to 16 bytes).
 template <typename T, int N>

@@ -14,9 +14,6 @@
 
 namespace qwen3next {
 
-// Workspace row lengths (elements): 128 + 8, 64 + 8 and 128 / 4 + 8 (an odd number of 16-byte units).
-constexpr int kGdnPrefillSplit = 4, kGdnPrefillRowW = 136, kGdnPrefillRowP = 72, kGdnPrefillRowU = 40;
-
 struct GdnPrefillParams {
   const void* qkv;  // [tokens, >= 2*Hk*128 + Hv*128] bf16: conv + SiLU output, [q | k | v]
   int64_t qkv_row_stride;
@@ -32,12 +29,11 @@ struct GdnPrefillParams {
   float* state;  // [num_slots, Hv, 128 (v), 128 (k)] fp32, value-major
   const int32_t* cu_seqlens;  // [seqs + 1]
   const int32_t* slots;  // [seqs]; outside [0, num_slots): padding, skipped
-  // Workspace written by `prepare`, read by `scan`: per value head and token, rows padded like the scan's
-  // shared-memory tiles so that a chunk of a head is one bulk copy (layouts below).
-  void* w;  // [Hv, tokens, kGdnPrefillRowW] bf16: W = T diag(beta exp(c) / |k|) K
-  void* u;  // [Hv, kGdnPrefillSplit, tokens, kGdnPrefillRowU] bf16: U = T diag(beta) V, by scan CTA's columns
-  void* p;  // [Hv, tokens, kGdnPrefillRowP] bf16: row i of P = (Q K^T, normalised) * exp(c_i - c_j), j <= i
-  float* scales;  // [Hv, tokens, 4] fp32: qscale, kscale, c (cumulative g within the chunk), unused
+  // Workspace written by `prepare`, read by `scan`, per token and value head:
+  void* w;  // [tokens, Hv, 128] bf16: W = T diag(beta exp(c) / |k|) K
+  void* u;  // [tokens, Hv, 128] bf16: U = T diag(beta) V
+  void* p;  // [tokens, Hv, 64] bf16: row i of P = (Q K^T, normalised) * exp(c_i - c_j), j <= i, of its chunk
+  float* scales;  // [tokens, Hv, 4] fp32: qscale, kscale, c (cumulative g within the chunk), unused
   float eps;
   int tokens, key_heads, value_heads, seqs, num_slots;
   int max_chunks;  // chunks of the longest sequence (a hint: `prepare` strides over more when there are)

@@ -70,7 +70,7 @@ void gdn_prefill(at::Tensor& out, at::Tensor& recurrent_state, const at::Tensor&
   QN_CHECK_CONTIGUOUS(norm_weight);
   TORCH_CHECK(eps > 0, "gdn_prefill: eps must be positive, got ", eps);
   TORCH_CHECK(max_seqlen >= 0, "gdn_prefill: max_seqlen must be >= 0, got ", max_seqlen);
-  TORCH_CHECK(tokens * value_heads * kGdnPrefillRowW < (int64_t(1) << 31) && seqs < 65536,
+  TORCH_CHECK(tokens * value_heads * kHeadDim < (int64_t(1) << 31) && seqs < 65536,
               "gdn_prefill: at most 2^31 workspace elements and 65535 sequences per call");
   if (seqs == 0 || tokens == 0) return;
   const c10::cuda::OptionalCUDAGuard guard(qkv.device());
@@ -80,10 +80,10 @@ void gdn_prefill(at::Tensor& out, at::Tensor& recurrent_state, const at::Tensor&
 
   // Chunk-local terms from `prepare`, read by `scan` (stream-ordered through the caching allocator).
   const auto bf16 = qkv.options().dtype(at::kBFloat16);
-  const at::Tensor w = at::empty({value_heads, tokens, kGdnPrefillRowW}, bf16);
-  const at::Tensor u = at::empty({value_heads, kGdnPrefillSplit, tokens, kGdnPrefillRowU}, bf16);
-  const at::Tensor p_intra = at::empty({value_heads, tokens, kGdnPrefillRowP}, bf16);
-  const at::Tensor scales = at::empty({value_heads, tokens, 4}, qkv.options().dtype(at::kFloat));
+  const at::Tensor w = at::empty({tokens, value_heads, kHeadDim}, bf16);
+  const at::Tensor u = at::empty({tokens, value_heads, kHeadDim}, bf16);
+  const at::Tensor p_intra = at::empty({tokens, value_heads, kChunk}, bf16);
+  const at::Tensor scales = at::empty({tokens, value_heads, 4}, qkv.options().dtype(at::kFloat));
 
   GdnPrefillParams p{};
   p.qkv = qkv.data_ptr();

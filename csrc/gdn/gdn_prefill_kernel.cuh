@@ -13,7 +13,6 @@
 #include <cuda_bf16.h>
 
 #include "common/async_copy.cuh"
-#include "common/bulk_copy.cuh"
 #include "common/cluster.cuh"
 #include "common/mma.cuh"
 #include "common/vec.cuh"
@@ -27,7 +26,7 @@ using bf16 = __nv_bfloat16;
 constexpr int kDim = 128;  // key and value head size
 constexpr int kChunk = 64;  // tokens per chunk
 constexpr int kRatio = 2;  // value heads per key head
-constexpr int kSplit = kGdnPrefillSplit;  // CTAs per (sequence, value head) in the scan: the cluster
+constexpr int kSplit = 4;  // CTAs per (sequence, value head) in the scan: the cluster
 constexpr int kCols = kDim / kSplit;  // value columns per scan CTA
 constexpr int kThreads = 256;  // 8 warps: a warp owns 16 chunk rows (row block warp % 4) x a column group (warp / 4)
 constexpr int kWarps = kThreads / 32;
@@ -37,8 +36,6 @@ constexpr float kL2NormEps = 1e-6f;
 constexpr int kLdDim = kDim + 8, kLdChunk = kChunk + 8, kLdCols = kCols + 8, kLdV = kRatio * kDim + 8;
 constexpr int kLdSolve = kChunk + 4;  // fp32 rows of the triangular solve
 static_assert(kColumnGroups == 2 && kWarps * 16 == kDim, "two column groups; a warp owns 16 state rows");
-static_assert(kLdDim == kGdnPrefillRowW && kLdChunk == kGdnPrefillRowP && kLdCols == kGdnPrefillRowU,
-              "workspace rows are laid out as the shared-memory tiles");
 
 struct Sequence {
   int start, length, slot;
@@ -105,11 +102,11 @@ __device__ __forceinline__ void invert_unit_lower(PrepareSmem& sm, int tid) {
   }
 }
 
-// a_tile (lower triangular 64 x 64) times b_tile (64 x 128, row-major [token][column]), the warp's 16 rows x 64
-// columns, stored as bf16 pairs at dst(row, column) for the chunk's rows.
-template <typename Dst>
-__device__ __forceinline__ void store_lower_product(const bf16* a_tile, const bf16* b_tile, int ldb, int rows,
-                                                    int warp, int lane, Dst dst) {
+// dst rows of the chunk ([tokens, Hv, 128] bf16) = a_tile (lower triangular 64 x 64) times b_tile (64 x 128,
+// row-major [token][column]): the warp's 16 rows x 64 columns.
+__device__ __forceinline__ void store_lower_product(const bf16* a_tile, const bf16* b_tile, int ldb, bf16* dst,
+                                                    int row0, int rows, int head, int value_heads, int warp,
+                                                    int lane) {
   const int block = warp % kRowBlocks, col0 = warp / kRowBlocks * (kDim / kColumnGroups);
   float acc[kDim / kColumnGroups / 8][4] = {};
 #pragma unroll
@@ -130,10 +127,10 @@ __device__ __forceinline__ void store_lower_product(const bf16* a_tile, const bf
   for (int half = 0; half < 2; ++half) {
     const int i = 16 * block + lane / 4 + 8 * half;
     if (i >= rows) continue;
+    unsigned* row = reinterpret_cast<unsigned*>(dst + (int64_t(row0 + i) * value_heads + head) * kDim + col0);
 #pragma unroll
     for (int nt = 0; nt < kDim / kColumnGroups / 8; ++nt) {
-      *reinterpret_cast<unsigned*>(dst(i, col0 + nt * 8 + 2 * (lane % 4))) =
-          pack_bf16(acc[nt][2 * half], acc[nt][2 * half + 1]);
+      row[nt * 4 + lane % 4] = pack_bf16(acc[nt][2 * half], acc[nt][2 * half + 1]);
     }
   }
 }
@@ -228,7 +225,7 @@ __global__ void __launch_bounds__(kThreads) gdn_prefill_prepare_kernel(const Gdn
         const int i = 16 * block + lane / 4 + 8 * half;
         const float ci = cum[i], bi = sm.beta[j][i] * sm.inv_norm_k[i], qi = sm.inv_norm_q[i] * q_scale;
         unsigned* p_row = reinterpret_cast<unsigned*>(static_cast<bf16*>(p.p) +
-                                                      (int64_t(head) * p.tokens + row0 + i) * kLdChunk);
+                                                      (int64_t(row0 + i) * p.value_heads + head) * kChunk);
 #pragma unroll
         for (int nt = 0; nt < 4; ++nt) {
           const int col0 = 32 * group + nt * 8 + 2 * (lane % 4);
@@ -258,17 +255,13 @@ __global__ void __launch_bounds__(kThreads) gdn_prefill_prepare_kernel(const Gdn
         *reinterpret_cast<unsigned*>(&sm.tw[r][col]) = pack_bf16(tw[0], tw[1]);
       }
       __syncthreads();
-      const int64_t head_row0 = int64_t(head) * p.tokens + row0;  // the chunk's first row of this head
-      store_lower_product(&sm.tw[0][0], &sm.k[0][0], kLdDim, rows, warp, lane, [&](int i, int col) {
-        return static_cast<bf16*>(p.w) + (head_row0 + i) * kLdDim + col;
-      });
-      store_lower_product(&sm.tu[0][0], &sm.v[0][j * kDim], kLdV, rows, warp, lane, [&](int i, int col) {
-        return static_cast<bf16*>(p.u) + ((int64_t(head) * kSplit + col / kCols) * p.tokens + row0 + i) * kLdCols +
-               col % kCols;
-      });
+      store_lower_product(&sm.tw[0][0], &sm.k[0][0], kLdDim, static_cast<bf16*>(p.w), row0, rows, head,
+                          p.value_heads, warp, lane);
+      store_lower_product(&sm.tu[0][0], &sm.v[0][j * kDim], kLdV, static_cast<bf16*>(p.u), row0, rows, head,
+                          p.value_heads, warp, lane);
       if (tid < rows) {
         const float c = cum[tid], c_last = cum[rows - 1];
-        *reinterpret_cast<float4*>(p.scales + (head_row0 + tid) * 4) =
+        *reinterpret_cast<float4*>(p.scales + (int64_t(row0 + tid) * p.value_heads + head) * 4) =
             make_float4(sm.inv_norm_q[tid] * q_scale * __expf(c), sm.inv_norm_k[tid] * __expf(c_last - c), c, 0.f);
       }
     }
@@ -283,7 +276,7 @@ struct ScanStage {  // one chunk's inputs, loaded while the previous chunk compu
   bf16 k[kChunk][kLdDim];
   bf16 p[kChunk][kLdChunk];
   bf16 u[kChunk][kLdCols];  // this CTA's columns
-  bf16 z[kChunk][kLdCols];  // (kCols used)
+  bf16 z[kChunk][kLdCols];
   float4 scales[kChunk];
 };
 
@@ -294,36 +287,37 @@ struct ScanSmem {
   bf16 state[kDim][kLdCols];  // S (key rows x this CTA's value columns) in bf16: the B operand of W S and Q S
   bf16 written[kChunk][kLdCols];  // V'
   bf16 written_k[kChunk][kLdCols];  // diag(kscale) V'
-  alignas(16) float sum_sq[2][kChunk][kNormParts];  // per token, each part's sum of o^2, by chunk parity
-  uint64_t filled[2];  // a stage's bulk copies have landed
+  float sum_sq[2][kNormParts][kChunk];  // per token, each part's sum of o^2, by chunk parity
 };
 
-// Bytes a chunk row brings into a stage: W, P, U and scales rows (one copy each for the chunk) and the q, k and
-// z rows (a copy per row: they are slices of wider rows).
-constexpr unsigned kStageRowBytes = (kLdDim + kLdChunk + kLdCols) * 2 + 16 + 2 * kDim * 2 + kCols * 2;
-
-// Issues the bulk copies of a chunk's rows into `st` (rows past the sequence keep older, finite values: their
-// written values are zeroed before they can reach the state or an output).
-__device__ __forceinline__ void load_stage(ScanStage& st, uint64_t* filled, const GdnPrefillParams& p,
-                                           const Sequence& seq, int chunk, int head, int rank, int tid) {
+__device__ __forceinline__ void load_stage(ScanStage& st, const GdnPrefillParams& p, const Sequence& seq, int chunk,
+                                           int head, int col0, int tid) {
   const int row0 = seq.start + chunk * kChunk, rows = min(kChunk, seq.length - chunk * kChunk);
-  const int64_t head_row0 = int64_t(head) * p.tokens + row0;
-  if (tid == 0) mbarrier_arrive_expect(filled, rows * kStageRowBytes);
-  if (tid < rows) {
-    const bf16* q = static_cast<const bf16*>(p.qkv) + int64_t(row0 + tid) * p.qkv_row_stride + head / kRatio * kDim;
-    bulk_copy(st.q[tid], q, kDim * 2, filled);
-    bulk_copy(st.k[tid], q + p.key_heads * kDim, kDim * 2, filled);
-    bulk_copy(st.z[tid], static_cast<const bf16*>(p.z) + int64_t(row0 + tid) * p.z_row_stride + head * kDim +
-                             rank * kCols, kCols * 2, filled);
-  } else if (tid == kChunk) {
-    bulk_copy(st.w, static_cast<const bf16*>(p.w) + head_row0 * kLdDim, rows * kLdDim * 2, filled);
-  } else if (tid == kChunk + 1) {
-    bulk_copy(st.p, static_cast<const bf16*>(p.p) + head_row0 * kLdChunk, rows * kLdChunk * 2, filled);
-  } else if (tid == kChunk + 2) {
-    bulk_copy(st.u, static_cast<const bf16*>(p.u) + ((int64_t(head) * kSplit + rank) * p.tokens + row0) * kLdCols,
-              rows * kLdCols * 2, filled);
-  } else if (tid == kChunk + 3) {
-    bulk_copy(st.scales, p.scales + head_row0 * 4, rows * 16, filled);
+  const int key_head = head / kRatio;
+  const bf16* qkv = static_cast<const bf16*>(p.qkv);
+  for (int i = tid; i < kChunk * kDim / 8; i += kThreads) {
+    const int r = i / (kDim / 8), col = i % (kDim / 8) * 8, row = row0 + (r < rows ? r : 0);
+    const bf16* q = qkv + int64_t(row) * p.qkv_row_stride + key_head * kDim + col;
+    cp_async_16_or_zero(&st.w[r][col], static_cast<const bf16*>(p.w) + (int64_t(row) * p.value_heads + head) * kDim +
+                                           col, r < rows);
+    cp_async_16_or_zero(&st.q[r][col], q, r < rows);
+    cp_async_16_or_zero(&st.k[r][col], q + p.key_heads * kDim, r < rows);
+  }
+  for (int i = tid; i < kChunk * kChunk / 8; i += kThreads) {
+    const int r = i / (kChunk / 8), col = i % (kChunk / 8) * 8, row = row0 + (r < rows ? r : 0);
+    cp_async_16_or_zero(&st.p[r][col], static_cast<const bf16*>(p.p) + (int64_t(row) * p.value_heads + head) *
+                                           kChunk + col, r < rows);
+  }
+  for (int i = tid; i < kChunk * kCols / 8; i += kThreads) {
+    const int r = i / (kCols / 8), col = i % (kCols / 8) * 8, row = row0 + (r < rows ? r : 0);
+    cp_async_16_or_zero(&st.u[r][col], static_cast<const bf16*>(p.u) + (int64_t(row) * p.value_heads + head) * kDim +
+                                           col0 + col, r < rows);
+    cp_async_16_or_zero(&st.z[r][col], static_cast<const bf16*>(p.z) + int64_t(row) * p.z_row_stride +
+                                           head * kDim + col0 + col, r < rows);
+  }
+  if (tid < kChunk) {
+    cp_async_16_or_zero(&st.scales[tid],
+                        p.scales + (int64_t(row0 + (tid < rows ? tid : 0)) * p.value_heads + head) * 4, tid < rows);
   }
 }
 
@@ -365,15 +359,8 @@ __global__ void __launch_bounds__(kThreads, 1) gdn_prefill_scan_kernel(const Gdn
   if (seq.length == 0) return;  // the whole cluster: padding or an empty sequence keeps its state
   const int chunks = (seq.length + kChunk - 1) / kChunk;
 
-  // Zeros under the first fills (no stale NaN can meet a zero weight), then the stages' barriers.
-  for (int i = tid; i < int(sizeof(sm.stage) / 16); i += kThreads) reinterpret_cast<uint4*>(sm.stage)[i] = uint4{};
-  if (tid == 0) {
-    mbarrier_init(&sm.filled[0]);
-    mbarrier_init(&sm.filled[1]);
-  }
-  fence_for_bulk_copies();
-  __syncthreads();
-  load_stage(sm.stage[0], &sm.filled[0], p, seq, 0, head, rank, tid);
+  load_stage(sm.stage[0], p, seq, 0, head, col0, tid);
+  cp_async_commit();
 
   float* state = p.state + (int64_t(seq.slot) * p.value_heads + head) * kDim * kDim;  // [v][k]
   float s[kCols / 8][4];
@@ -393,11 +380,10 @@ __global__ void __launch_bounds__(kThreads, 1) gdn_prefill_scan_kernel(const Gdn
   for (int chunk = 0; chunk < chunks; ++chunk) {
     const int row0 = seq.start + chunk * kChunk, rows = min(kChunk, seq.length - chunk * kChunk);
     const ScanStage& st = sm.stage[chunk & 1];
-    __syncthreads();  // the previous chunk is done with the other stage
-    if (chunk + 1 < chunks) {
-      load_stage(sm.stage[(chunk + 1) & 1], &sm.filled[(chunk + 1) & 1], p, seq, chunk + 1, head, rank, tid);
-    }
-    mbarrier_wait(&sm.filled[chunk & 1], (chunk >> 1) & 1);
+    cp_async_wait<0>();
+    __syncthreads();  // this chunk's rows are visible; the previous chunk is done with the other stage
+    if (chunk + 1 < chunks) load_stage(sm.stage[(chunk + 1) & 1], p, seq, chunk + 1, head, col0, tid);
+    cp_async_commit();
 
     // V' = U - W S and Q S for the warp's 16 rows x 16 columns.
     float v[kGroupCols / 8][4] = {}, o[kGroupCols / 8][4] = {};
@@ -421,7 +407,7 @@ __global__ void __launch_bounds__(kThreads, 1) gdn_prefill_scan_kernel(const Gdn
       for (int nt = 0; nt < kGroupCols / 8; ++nt) {
         const int col = kGroupCols * group + nt * 8 + 2 * (lane % 4);
         const float2 u = unpack_bf16(*reinterpret_cast<const unsigned*>(&st.u[i][col]));
-        const float v0 = i < rows ? u.x - v[nt][2 * half] : 0.f, v1 = i < rows ? u.y - v[nt][2 * half + 1] : 0.f;
+        const float v0 = u.x - v[nt][2 * half], v1 = u.y - v[nt][2 * half + 1];
         *reinterpret_cast<unsigned*>(&sm.written[i][col]) = pack_bf16(v0, v1);
         *reinterpret_cast<unsigned*>(&sm.written_k[i][col]) = pack_bf16(v0 * scale.y, v1 * scale.y);
         o[nt][2 * half] *= scale.x;
@@ -462,9 +448,9 @@ __global__ void __launch_bounds__(kThreads, 1) gdn_prefill_scan_kernel(const Gdn
     if (lane % 4 == 0) {
 #pragma unroll
       for (int peer = 0; peer < kSplit; ++peer) {
-        float* dst = cluster.map_shared_rank(&sm.sum_sq[chunk & 1][16 * block + lane / 4][part], peer);
-        dst[0] = sum_sq[0];
-        dst[8 * kNormParts] = sum_sq[1];
+        float* dst = cluster.map_shared_rank(&sm.sum_sq[chunk & 1][part][0], peer);
+        dst[16 * block + lane / 4] = sum_sq[0];
+        dst[16 * block + lane / 4 + 8] = sum_sq[1];
       }
     }
     // S = gamma S + K^T diag(kscale) V', while the sums travel (the release below then finds them done).
@@ -491,11 +477,9 @@ __global__ void __launch_bounds__(kThreads, 1) gdn_prefill_scan_kernel(const Gdn
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       const int i = 16 * block + lane / 4 + 8 * half;
-      float sums[kNormParts];
-      load_float<float, kNormParts>(sums, sm.sum_sq[chunk & 1][i]);
       float total = 0.f;
 #pragma unroll
-      for (int r = 0; r < kNormParts; ++r) total += sums[r];
+      for (int r = 0; r < kNormParts; ++r) total += sm.sum_sq[chunk & 1][r][i];
       const float inv_rms = rsqrtf(total * (1.f / kDim) + p.eps);
       if (i >= rows) continue;
       unsigned* out = reinterpret_cast<unsigned*>(static_cast<bf16*>(p.out) + int64_t(row0 + i) * p.out_row_stride +
@@ -508,7 +492,7 @@ __global__ void __launch_bounds__(kThreads, 1) gdn_prefill_scan_kernel(const Gdn
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
           const float normed = round_to<bf16>(round_to<bf16>(o[nt][2 * half + e] * inv_rms) * norm_w[nt][e]);
-          y[e] = normed * silu_fast(e == 0 ? z.x : z.y);
+          y[e] = normed * silu(e == 0 ? z.x : z.y);
         }
         out[col / 2] = pack_bf16(y[0], y[1]);
       }
