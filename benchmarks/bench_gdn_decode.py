@@ -53,17 +53,22 @@ def _fla_recurrent_in_place(kernel, q, k, v, g, beta, state):
     return out
 
 
-def run(record) -> None:
-    kernel = _fla()
-    gen = torch.Generator(device="cuda").manual_seed(0)
+def random_layer(gen: torch.Generator):
+    """randn(*shape, scale, dtype) on the GPU from `gen`, and one DeltaNet layer's conv weight, A_log, dt_bias and
+    norm weight drawn with it."""
 
     def randn(*shape, scale=1.0, dtype=torch.bfloat16):
         return (torch.randn(*shape, generator=gen, device="cuda") * scale).to(dtype)
 
-    conv_weight = randn(CHANNELS, WIDTH, scale=0.5)
     A_log = (torch.rand(VALUE_HEADS, generator=gen, device="cuda") * 4 + 0.05).log()
-    dt_bias = randn(VALUE_HEADS, dtype=torch.float32)
-    norm_weight = 1 + randn(DIM, scale=0.1)
+    return randn, (randn(CHANNELS, WIDTH, scale=0.5), A_log, randn(VALUE_HEADS, dtype=torch.float32),
+                   1 + randn(DIM, scale=0.1))
+
+
+def run(record) -> None:
+    kernel = _fla()
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    randn, (conv_weight, A_log, dt_bias, norm_weight) = random_layer(gen)
 
     for batch in BATCHES:
         nbytes = _bytes(batch)

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import torch
 
+from benchmarks.bench_gdn_decode import CHANNELS, DIM, EPS, KEY_HEADS, VALUE_DIM, VALUE_HEADS, WIDTH, random_layer
 from benchmarks.timing import input_sets, time_graph
 from qwen3next_cuda import ops
 
-KEY_HEADS, VALUE_HEADS, DIM, WIDTH, EPS, CHUNK = 16, 32, 128, 4, 1e-6, 64  # the published Qwen3NextConfig()
-CHANNELS, VALUE_DIM = 2 * KEY_HEADS * DIM + VALUE_HEADS * DIM, VALUE_HEADS * DIM
+CHUNK = 64
 CASES = ((4096, 1), (16384, 1), (65536, 1), (32768, 8))  # (tokens, seqs)
 
 
@@ -46,14 +46,7 @@ def _fla():
 
 def run(record) -> None:
     gen = torch.Generator(device="cuda").manual_seed(0)
-
-    def randn(*shape, scale=1.0, dtype=torch.bfloat16):
-        return (torch.randn(*shape, generator=gen, device="cuda") * scale).to(dtype)
-
-    conv_weight = randn(CHANNELS, WIDTH, scale=0.5)
-    A_log = (torch.rand(VALUE_HEADS, generator=gen, device="cuda") * 4 + 0.05).log()
-    dt_bias = randn(VALUE_HEADS, dtype=torch.float32)
-    norm_weight = 1 + randn(DIM, scale=0.1)
+    randn, (conv_weight, A_log, dt_bias, norm_weight) = random_layer(gen)
     fla = _fla()
 
     for tokens, seqs in CASES:

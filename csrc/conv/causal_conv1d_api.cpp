@@ -12,8 +12,6 @@ namespace qwen3next {
 
 namespace {
 constexpr int64_t kConvWidth = 4, kVecElements = 8;  // the kernel moves 16-byte vectors of 8 channels
-
-bool vector_aligned(const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; }
 }  // namespace
 
 void causal_conv1d_varlen(at::Tensor& out, at::Tensor& conv_state, const at::Tensor& x, const at::Tensor& weight,
@@ -55,7 +53,7 @@ void causal_conv1d_varlen(at::Tensor& out, at::Tensor& conv_state, const at::Ten
   QN_CHECK_CONTIGUOUS(cu_seqlens);
   QN_CHECK_CONTIGUOUS(slots);
   for (const at::Tensor* t : std::initializer_list<const at::Tensor*>{&x, &out}) {
-    TORCH_CHECK(vector_aligned(*t) && (t->size(0) <= 1 || t->stride(0) % kVecElements == 0),
+    TORCH_CHECK(rows_vector_aligned(*t, kVecElements),
                 "causal_conv1d_varlen: x and out rows must start on 16-byte boundaries (row stride a multiple of ",
                 kVecElements, " elements)");
   }

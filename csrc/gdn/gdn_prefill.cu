@@ -37,18 +37,8 @@ void run_gdn_prefill(const GdnPrefillParams& p, cudaStream_t stream) {
   gdn_prefill_prepare_kernel<<<prepare_grid, kThreads, sizeof(PrepareSmem), stream>>>(p);
   QN_CHECK_LAUNCH();
 
-  cudaLaunchConfig_t config{};
-  config.gridDim = dim3(kSplit, p.value_heads, p.seqs);
-  config.blockDim = dim3(kThreads);
-  config.dynamicSmemBytes = sizeof(ScanSmem);
-  config.stream = stream;
-  cudaLaunchAttribute cluster{};
-  cluster.id = cudaLaunchAttributeClusterDimension;
-  cluster.val.clusterDim.x = kSplit;
-  cluster.val.clusterDim.y = cluster.val.clusterDim.z = 1;
-  config.attrs = &cluster;
-  config.numAttrs = 1;
-  cudaLaunchKernelEx(&config, gdn_prefill_scan_kernel, p);
+  ClusterLaunch scan(dim3(kSplit, p.value_heads, p.seqs), kThreads, sizeof(ScanSmem), stream, kSplit);
+  cudaLaunchKernelEx(&scan.config, gdn_prefill_scan_kernel, p);
   QN_CHECK_LAUNCH();
 }
 

@@ -11,10 +11,6 @@ namespace qwen3next {
 
 namespace {
 constexpr int64_t kHeadDim = 128, kChunk = 64, kVecElements = 8;  // rows are read as 16-byte vectors
-
-bool rows_vector_aligned(const at::Tensor& t) {
-  return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0 && (t.size(0) <= 1 || t.stride(0) % kVecElements == 0);
-}
 }  // namespace
 
 void gdn_prefill(at::Tensor& out, at::Tensor& recurrent_state, const at::Tensor& qkv, const at::Tensor& z,
@@ -59,7 +55,7 @@ void gdn_prefill(at::Tensor& out, at::Tensor& recurrent_state, const at::Tensor&
     QN_CHECK_LAST_DIM_CONTIGUOUS(*t);
   }
   for (const at::Tensor* t : std::initializer_list<const at::Tensor*>{&qkv, &z, &out}) {
-    TORCH_CHECK(rows_vector_aligned(*t), "gdn_prefill: qkv, z and out rows must start on 16-byte boundaries "
+    TORCH_CHECK(rows_vector_aligned(*t, kVecElements), "gdn_prefill: qkv, z and out rows must start on 16-byte boundaries "
                 "(row stride a multiple of ", kVecElements, " elements)");
   }
   QN_CHECK_CONTIGUOUS(recurrent_state);
