@@ -1,8 +1,10 @@
 """Qwen3NextCUDA: load a checkpoint, compute logits, generate.
 
-The layers are composed by ``reference.Qwen3NextReference`` over ``qwen3next_cuda.ops``, so each op runs
-its CUDA kernel where one is built and the inputs are on a GPU, and the PyTorch reference elsewhere (CPU
-included).
+The forward runs a varlen batch of sequences, each continuing in its slot of a ``HybridCache``
+(``qwen3next_cuda.cache``): the tokens of all sequences are one flat batch through the norms, projections and
+MoE, the DeltaNet mixers run on the cache layouts (``ops.gdn_prefill`` / ``ops.gdn_decode``), attention per
+sequence over its cached keys and values. Every op goes through ``qwen3next_cuda.ops``: its CUDA kernel where
+one is built and the inputs are on a GPU, the PyTorch reference elsewhere (CPU included).
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from . import ops
-from .config import Qwen3NextConfig
+from .cache import HybridCache
+from .config import LINEAR_ATTENTION, Qwen3NextConfig
 from .reference import Qwen3NextReference
-from .sampling import GenerationConfig, SamplingParams, sample
+from .sampling import GenerationConfig, sample
 from .tokenizer import TOKENIZER_FILE, Qwen3Tokenizer
 from .weights import load_weights
 
@@ -35,7 +39,7 @@ class Qwen3NextCUDA:
         self.config = config
         self.tokenizer = tokenizer
         self.generation_config = generation_config or GenerationConfig(eos_token_ids=tuple(config.eos_token_ids))
-        self._model = Qwen3NextReference(config, weights, ops=ops)
+        self._model = Qwen3NextReference(config, weights, ops=ops)  # holds the weights (embed, lm_head, MoE)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device | None = None,
@@ -77,7 +81,112 @@ class Qwen3NextCUDA:
             raise ValueError(f"input_ids hold values outside the vocabulary [0, {vocab})")
         if input_ids.shape[1] > limit:
             raise ValueError(f"{input_ids.shape[1]} tokens exceed the model's {limit} positions")
-        return self._model.forward(input_ids.to(self.device, torch.long))
+        batch, num_tokens = input_ids.shape
+        cache = self.new_cache(batch, num_tokens)
+        slots = [cache.allocate(num_tokens) for _ in range(batch)]
+        return self.prefill(input_ids.tolist(), slots, cache, all_logits=True).view(batch, num_tokens, -1)
+
+    def new_cache(self, max_batch: int, max_len: int, state_dtype: torch.dtype = torch.float32) -> HybridCache:
+        """An empty cache of ``max_batch`` slots of ``max_len`` tokens on the model's device and dtype."""
+        return HybridCache(self.config, max_batch, max_len, self.dtype, self.device, state_dtype)
+
+    @torch.no_grad()
+    def prefill(self, prompts: Sequence[Sequence[int]], slots: Sequence[int], cache: HybridCache,
+                all_logits: bool = False) -> torch.Tensor:
+        """Run each prompt (token ids) after the tokens its slot of ``cache`` already holds, as one varlen batch.
+
+        Returns fp32 logits of each prompt's last token [S, vocab], or of every token [sum of lengths, vocab]
+        when ``all_logits``.
+        """
+        if len(prompts) != len(slots) or not prompts or not all(prompts):
+            raise ValueError("prefill needs one non-empty prompt per slot")
+        ids = torch.tensor([token for prompt in prompts for token in prompt], dtype=torch.long, device=self.device)
+        return self._forward(ids, [len(prompt) for prompt in prompts], list(slots), cache, all_logits)
+
+    @torch.no_grad()
+    def decode(self, tokens: torch.Tensor, slots: Sequence[int], cache: HybridCache) -> torch.Tensor:
+        """One new token per slot: ``tokens`` [B] -> fp32 logits [B, vocab]."""
+        if tokens.dim() != 1 or tokens.numel() != len(slots):
+            raise ValueError(f"decode needs one token per slot, got tokens {tuple(tokens.shape)} for {len(slots)} "
+                             f"slots")
+        return self._forward(tokens.to(self.device, torch.long), [1] * len(slots), list(slots), cache, False)
+
+    def _forward(self, ids: torch.Tensor, lengths: list[int], slots: list[int], cache: HybridCache,
+                 all_logits: bool) -> torch.Tensor:
+        """ids [N]: the new tokens of each sequence in turn (lengths[s] for slot slots[s])."""
+        config, weights, eps = self.config, self._model.weights, self.config.rms_norm_eps
+        if len(set(slots)) != len(slots):
+            raise ValueError(f"slots {slots} repeat: each sequence needs its own slot")
+        for slot, length in zip(slots, lengths):
+            cache.check_room(slot, length)
+        starts = [cache.lengths[slot] for slot in slots]
+        bounds = [0]
+        for length in lengths:
+            bounds.append(bounds[-1] + length)
+        batch = _Batch(slots, starts, lengths, bounds, self.device)
+        cos, sin = ops.rope_cos_sin(batch.positions, config)
+
+        residual = F.embedding(ids, self._model.embed)
+        hidden = ops.rmsnorm(residual, weights["model.layers.0.input_layernorm.weight"], eps)
+        for i, layer_type in enumerate(config.layer_types):
+            if layer_type == LINEAR_ATTENTION:
+                mixer_out = self._gated_deltanet(i, hidden, cache, batch)
+            else:
+                mixer_out = self._gated_attention(i, hidden, cache, batch, cos, sin)
+            prefix = f"model.layers.{i}."
+            residual, hidden = ops.rmsnorm_add(mixer_out, residual, weights[prefix + "post_attention_layernorm.weight"],
+                                               eps)
+            moe_out = ops.moe(hidden, self._model.moe_weights[i], config.num_experts_per_tok, config.norm_topk_prob)
+            last = i + 1 == config.num_hidden_layers
+            next_norm = weights["model.norm.weight" if last else f"model.layers.{i + 1}.input_layernorm.weight"]
+            residual, hidden = ops.rmsnorm_add(moe_out, residual, next_norm, eps)
+        for slot, length in zip(slots, lengths):
+            cache.lengths[slot] += length
+        if not all_logits:
+            hidden = hidden[batch.cu_seqlens[1:].long() - 1]
+        return F.linear(hidden, self._model.lm_head).float()
+
+    def _gated_deltanet(self, i: int, x: torch.Tensor, cache: HybridCache, batch: "_Batch") -> torch.Tensor:
+        """DeltaNet mixer of layer i on the flat batch x [N, H]; both states of each slot are updated."""
+        eps = self.config.rms_norm_eps
+
+        def weight(name):
+            return self._model.weights[f"model.layers.{i}.linear_attn.{name}"]
+
+        qkvz, ba = F.linear(x, weight("in_proj_qkvz.weight")), F.linear(x, weight("in_proj_ba.weight"))
+        layer = dict(conv_weight=weight("conv1d.weight").squeeze(1), A_log=weight("A_log"),
+                     dt_bias=weight("dt_bias"), norm_weight=weight("norm.weight"), eps=eps)
+        if batch.max_length == 1:  # decode: one token per sequence
+            out = ops.gdn_decode(qkvz.unsqueeze(1), ba.unsqueeze(1), cache.conv[i], cache.recurrent[i],
+                                 batch.slot_tensor, **layer).squeeze(1)
+        else:
+            out = ops.gdn_prefill(qkvz, ba, cache.conv[i], cache.recurrent[i], batch.slot_tensor, batch.cu_seqlens,
+                                  max_seqlen=batch.max_length, **layer)
+        return F.linear(out, weight("out_proj.weight"))
+
+    def _gated_attention(self, i: int, x: torch.Tensor, cache: HybridCache, batch: "_Batch", cos: torch.Tensor,
+                         sin: torch.Tensor) -> torch.Tensor:
+        """Gated attention mixer of layer i on the flat batch x [N, H]; cos, sin [N, rotary_dim] at each token's
+        position. Writes the new keys and values into each slot at their positions."""
+        eps, head_dim = self.config.rms_norm_eps, self.config.head_dim
+
+        def weight(name):
+            return self._model.weights[f"model.layers.{i}.self_attn.{name}"]
+
+        q, gate = F.linear(x, weight("q_proj.weight")).unflatten(-1, (-1, 2 * head_dim)).chunk(2, dim=-1)
+        k = F.linear(x, weight("k_proj.weight")).unflatten(-1, (-1, head_dim))
+        v = F.linear(x, weight("v_proj.weight")).unflatten(-1, (-1, head_dim))
+        q = ops.apply_partial_rope(ops.rmsnorm(q, weight("q_norm.weight"), eps), cos, sin)
+        k = ops.apply_partial_rope(ops.rmsnorm(k, weight("k_norm.weight"), eps), cos, sin)
+        out = torch.empty_like(q)
+        for slot, start, rows in batch.sequences():
+            end = start + rows.stop - rows.start
+            cache.key[i][slot, start:end] = k[rows]
+            cache.value[i][slot, start:end] = v[rows]
+            out[rows] = ops.attention(q[None, rows], cache.key[i][slot:slot + 1, :end],
+                                      cache.value[i][slot:slot + 1, :end])[0]
+        out = out.flatten(-2) * torch.sigmoid(gate.flatten(-2))
+        return F.linear(out, weight("o_proj.weight"))
 
     @torch.no_grad()
     def generate(
@@ -119,17 +228,29 @@ class Qwen3NextCUDA:
         pad = self._pad_token_id(eos)
         generator = None if seed is None else torch.Generator(self.device).manual_seed(seed)
 
-        # prompts of one length share a cache and run as one batch
-        by_length: dict[int, list[int]] = {}
-        for index, prompt in enumerate(prompts):
-            by_length.setdefault(len(prompt), []).append(index)
+        # every prompt in one varlen prefill, then one decode step per token for the sequences still running
+        cache = self.new_cache(len(prompts), max(map(len, prompts)) + max_new_tokens)
+        slots = [cache.allocate(len(prompt) + max_new_tokens) for prompt in prompts]
+        logits = self.prefill(prompts, slots, cache)
         new_tokens: list[list[int]] = [[] for _ in prompts]
-        for indices in by_length.values():
-            batch = torch.tensor([prompts[i] for i in indices], device=self.device)
-            rows = self._generate_batch(batch, max_new_tokens, params, eos, pad, generator,
-                                        None if streamer is None else lambda row, tok: streamer(indices[row], tok))
-            for i, row in zip(indices, rows):
-                new_tokens[i] = row
+        running = list(range(len(prompts)))
+        for step in range(max_new_tokens):
+            tokens = sample(logits, params, generator)
+            still_running = []
+            for index, token in zip(running, tokens.tolist()):
+                new_tokens[index].append(token)
+                if streamer is not None:
+                    streamer(index, token)
+                if token in eos:
+                    cache.free(slots[index])
+                else:
+                    still_running.append(index)
+            if not still_running or step + 1 == max_new_tokens:
+                break
+            if len(still_running) < len(running):
+                tokens = tokens[[running.index(index) for index in still_running]]
+            running = still_running
+            logits = self.decode(tokens, [slots[index] for index in running], cache)
 
         width = max(map(len, prompts)) + max(map(len, new_tokens))
         out = torch.full((len(prompts), width), pad, dtype=torch.long)
@@ -137,30 +258,6 @@ class Qwen3NextCUDA:
             start = width - max(map(len, new_tokens)) - len(prompt)
             out[i, start:start + len(prompt) + len(new)] = torch.tensor(prompt + new)
         return out
-
-    def _generate_batch(self, input_ids: torch.Tensor, max_new_tokens: int, params: SamplingParams,
-                        eos: list[int], pad: int, generator: torch.Generator | None,
-                        streamer: Callable[[int, int], None] | None) -> list[list[int]]:
-        """Prefill equal-length prompts [B, T], then decode until every row has hit eos or the limit."""
-        batch = input_ids.shape[0]
-        cache = self._model.new_cache(batch, input_ids.shape[1] + max_new_tokens)
-        eos_ids = torch.tensor(eos, dtype=torch.long, device=self.device)
-        finished = torch.zeros(batch, dtype=torch.bool, device=self.device)
-        logits = self._model.forward(input_ids, cache, last_only=True)
-        steps = []
-        for step in range(max_new_tokens):
-            tokens = sample(logits[:, -1], params, generator).masked_fill(finished, pad)
-            steps.append(tokens)
-            if streamer is not None:
-                for row, (tok, done) in enumerate(zip(tokens.tolist(), finished.tolist())):
-                    if not done:
-                        streamer(row, tok)
-            finished |= torch.isin(tokens, eos_ids)
-            if step + 1 == max_new_tokens or bool(finished.all()):
-                break
-            logits = self._model.forward(tokens.unsqueeze(1), cache, last_only=True)
-        table = torch.stack(steps, dim=1).tolist()
-        return [_until_eos(row, eos) for row in table]
 
     def _prompts(self, inputs, enable_thinking: bool | None) -> list[Prompt]:
         """Normalise generate()'s inputs to a list of token-id lists."""
@@ -202,9 +299,21 @@ class Qwen3NextCUDA:
         return eos[0] if eos else 0
 
 
-def _until_eos(tokens: list[int], eos: list[int]) -> list[int]:
-    """The tokens up to and including the first eos token."""
-    for position, token in enumerate(tokens):
-        if token in eos:
-            return tokens[:position + 1]
-    return tokens
+
+class _Batch:
+    """Where each sequence of a varlen forward sits: its slot, the tokens the slot held before, its rows of the
+    flat batch; plus the device tensors the ops take."""
+
+    def __init__(self, slots: list[int], starts: list[int], lengths: list[int], bounds: list[int],
+                 device: torch.device):
+        self.slots, self.starts, self.bounds = slots, starts, bounds
+        self.max_length = max(lengths)
+        self.positions = torch.cat([torch.arange(start, start + length) for start, length in zip(starts, lengths)]
+                                   ).to(device)
+        self.cu_seqlens = torch.tensor(bounds, dtype=torch.int32, device=device)
+        self.slot_tensor = torch.tensor(slots, dtype=torch.int32, device=device)
+
+    def sequences(self):
+        """(slot, tokens cached before, rows of the flat batch) of each sequence."""
+        for s, slot in enumerate(self.slots):
+            yield slot, self.starts[s], slice(self.bounds[s], self.bounds[s + 1])
