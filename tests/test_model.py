@@ -68,6 +68,25 @@ def test_greedy_generate_matches_reference(tiny, model):
     assert torch.equal(out[:, 9:], reference.generate(ids, 12))
 
 
+def test_greedy_generate_with_penalties_matches_reference_steps(tiny, model):
+    """Penalties in greedy decoding, two prompts of different lengths: each step the argmax of the reference
+    model's last logits after transformers' repetition penalty and the presence penalty of the output."""
+    processors = pytest.importorskip("transformers.generation.logits_process")
+    batch = prompts([6, 3], seed=7)
+    out = model.generate(batch, 8, do_sample=False, repetition_penalty=1.5, presence_penalty=1.0, eos_token_id=[])
+    config = model.config
+    reference = Qwen3NextReference(config, load_weights(tiny, config, dtype=torch.float32, progress=False))
+    for row, prompt in enumerate(batch):
+        sequence = list(prompt)
+        for _ in range(8):
+            logits = reference.forward(torch.tensor([sequence]))[:, -1]
+            logits = processors.RepetitionPenaltyLogitsProcessor(1.5)(torch.tensor([sequence]), logits)
+            output = torch.tensor(sequence[len(prompt):], dtype=torch.long)
+            logits[0, output.unique()] -= 1.0
+            sequence.append(int(logits.argmax()))
+        assert out[row, -len(sequence):].tolist() == sequence
+
+
 def test_prompts_of_different_lengths_are_left_padded(model):
     batch = prompts([5, 11, 5], seed=3)
     out = model.generate(batch, 6, do_sample=False, eos_token_id=[])

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from qwen3next_cuda.sampling import GenerationConfig, SamplingParams, filter_logits, sample
+from qwen3next_cuda.sampling import GenerationConfig, SamplingParams, apply_penalties, filter_logits, sample
 
 FILTERS = [
     dict(temperature=0.7),
@@ -70,9 +70,26 @@ def test_seeded_draws_reproduce():
     assert len(repeated.unique()) > 1, "identical rows must draw independently"
 
 
+def test_penalties_match_transformers_and_openai():
+    processors = pytest.importorskip("transformers.generation.logits_process")
+    gen = torch.Generator().manual_seed(4)
+    logits = torch.randn(3, 500, generator=gen) * 3
+    prompt = torch.randint(0, 500, (3, 20), generator=gen)
+    output = torch.randint(0, 500, (3, 6), generator=gen)
+    seen = torch.zeros(3, 500, dtype=torch.bool).scatter_(1, torch.cat([prompt, output], 1), True)
+    generated = torch.zeros(3, 500, dtype=torch.bool).scatter_(1, output, True)
+    params = SamplingParams(repetition_penalty=1.3)
+    expected = processors.RepetitionPenaltyLogitsProcessor(1.3)(torch.cat([prompt, output], 1), logits.clone())
+    torch.testing.assert_close(apply_penalties(logits, seen, generated, params), expected)
+    params = SamplingParams(presence_penalty=0.5)
+    torch.testing.assert_close(apply_penalties(logits, seen, generated, params), logits - 0.5 * generated.float())
+    assert torch.equal(apply_penalties(logits, seen, generated, SamplingParams()), logits)
+
+
 @pytest.mark.parametrize("kwargs,match", [
     (dict(temperature=0.0), "temperature"), (dict(temperature=-1.0), "temperature"), (dict(top_k=-1), "top_k"),
     (dict(top_k=2.5), "top_k"), (dict(top_p=0.0), "top_p"), (dict(top_p=1.5), "top_p"), (dict(min_p=1.0), "min_p"),
+    (dict(repetition_penalty=0.0), "repetition_penalty"), (dict(presence_penalty=2.5), "presence_penalty"),
 ])
 def test_bad_parameters(kwargs, match):
     with pytest.raises(ValueError, match=match):

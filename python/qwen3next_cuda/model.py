@@ -20,7 +20,7 @@ from . import ops
 from .cache import HybridCache
 from .config import LINEAR_ATTENTION, Qwen3NextConfig
 from .reference import Qwen3NextReference
-from .sampling import GenerationConfig, sample
+from .sampling import GenerationConfig, apply_penalties, sample
 from .tokenizer import TOKENIZER_FILE, Qwen3Tokenizer
 from .weights import load_weights
 
@@ -200,6 +200,8 @@ class Qwen3NextCUDA:
         top_p: float | None = None,
         top_k: int | None = None,
         min_p: float | None = None,
+        repetition_penalty: float | None = None,
+        presence_penalty: float | None = None,
         eos_token_id: int | Sequence[int] | None = None,
         seed: int | None = None,
         enable_thinking: bool | None = None,
@@ -210,7 +212,9 @@ class Qwen3NextCUDA:
         ``inputs``: token ids [B, T] or [T] (tensor or lists; prompts may differ in length), or chat messages
         (one conversation as a list of {"role", "content"} dicts, or a list of conversations), rendered with
         the tokenizer's chat template and a generation prompt (``enable_thinking`` passed to the template).
-        Sampling arguments left None come from generation_config.json; ``eos_token_id`` (default: the
+        Sampling arguments left None come from generation_config.json (``repetition_penalty`` as transformers
+        applies it, over prompt and output; ``presence_penalty`` as OpenAI's API and vLLM, over the output; both
+        in greedy decoding too); ``eos_token_id`` (default: the
         checkpoint's) ends a sequence, which is then padded with the pad token. Prompts shorter than the
         longest are left-padded, as transformers returns them. ``seed`` makes sampling reproducible.
         ``streamer(prompt_index, token_id)`` is called for every generated token as it is chosen.
@@ -220,7 +224,8 @@ class Qwen3NextCUDA:
         prompts = self._prompts(inputs, enable_thinking)
         self._check_prompts(prompts, max_new_tokens)
         params = self.generation_config.updated(do_sample=do_sample, temperature=temperature, top_p=top_p,
-                                                top_k=top_k, min_p=min_p)
+                                                top_k=top_k, min_p=min_p, repetition_penalty=repetition_penalty,
+                                                presence_penalty=presence_penalty)
         if eos_token_id is None:
             eos = list(self.generation_config.eos_token_ids)
         else:
@@ -234,8 +239,20 @@ class Qwen3NextCUDA:
         logits = self.prefill(prompts, slots, cache)
         new_tokens: list[list[int]] = [[] for _ in prompts]
         running = list(range(len(prompts)))
+        if params.penalized:  # which tokens each running row has seen (prompt and output) and generated
+            vocab = logits.shape[-1]
+            seen = torch.zeros(len(prompts), vocab, dtype=torch.bool, device=self.device)
+            for row, prompt in enumerate(prompts):
+                seen[row, torch.tensor(prompt, device=self.device)] = True
+            generated = torch.zeros_like(seen)
         for step in range(max_new_tokens):
+            if params.penalized:
+                logits = apply_penalties(logits, seen, generated, params)
             tokens = sample(logits, params, generator)
+            if params.penalized:
+                rows = torch.arange(len(running), device=self.device)
+                seen[rows, tokens] = True
+                generated[rows, tokens] = True
             still_running = []
             for index, token in zip(running, tokens.tolist()):
                 new_tokens[index].append(token)
@@ -248,7 +265,10 @@ class Qwen3NextCUDA:
             if not still_running or step + 1 == max_new_tokens:
                 break
             if len(still_running) < len(running):
-                tokens = tokens[[running.index(index) for index in still_running]]
+                keep = torch.tensor([running.index(index) for index in still_running], device=self.device)
+                tokens = tokens[keep]
+                if params.penalized:
+                    seen, generated = seen[keep], generated[keep]
             running = still_running
             logits = self.decode(tokens, [slots[index] for index in running], cache)
 

@@ -1,7 +1,9 @@
-"""Next-token selection from logits: greedy, or sampling with temperature, top-k, top-p and min-p.
+"""Next-token selection from logits: repetition and presence penalties, then greedy, or sampling with
+temperature, top-k, top-p and min-p.
 
-The filters apply in transformers' order (temperature, top-k, top-p, min-p) and keep the same tokens it
-keeps. Everything stays on the logits' device with fixed shapes and no host sync: the draw is an
+The penalties come first, in greedy decoding too (transformers' repetition penalty over the prompt and the
+generated tokens; the presence penalty of OpenAI's API and vLLM over the generated tokens only). The filters
+apply in transformers' order (temperature, top-k, top-p, min-p) and keep the same tokens it keeps. Everything stays on the logits' device with fixed shapes and no host sync: the draw is an
 exponential race (argmax of p / E with E ~ Exp(1)), which samples from p exactly.
 """
 
@@ -18,9 +20,10 @@ GENERATION_CONFIG_FILE = "generation_config.json"
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """How to pick the next token. ``do_sample=False`` is greedy and ignores the other fields.
+    """How to pick the next token. ``do_sample=False`` is greedy and ignores the filters (not the penalties).
 
-    top_k = 0, top_p = 1 and min_p = 0 switch their filter off.
+    top_k = 0, top_p = 1 and min_p = 0 switch their filter off; repetition_penalty = 1 and presence_penalty = 0
+    switch the penalties off.
     """
 
     do_sample: bool = False
@@ -28,6 +31,8 @@ class SamplingParams:
     top_k: int = 0
     top_p: float = 1.0
     min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
 
     def __post_init__(self):
         if not self.temperature > 0:
@@ -38,6 +43,14 @@ class SamplingParams:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if not 0 <= self.min_p < 1:
             raise ValueError(f"min_p must be in [0, 1), got {self.min_p}")
+        if not self.repetition_penalty > 0:
+            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        if not -2 <= self.presence_penalty <= 2:
+            raise ValueError(f"presence_penalty must be in [-2, 2], got {self.presence_penalty}")
+
+    @property
+    def penalized(self) -> bool:
+        return self.repetition_penalty != 1 or self.presence_penalty != 0
 
 
 @dataclass(frozen=True)
@@ -71,6 +84,20 @@ class GenerationConfig:
     def updated(self, **sampling_overrides) -> SamplingParams:
         """The sampling parameters with the given (non-None) fields replaced."""
         return replace(self.sampling, **{k: v for k, v in sampling_overrides.items() if v is not None})
+
+
+def apply_penalties(logits: torch.Tensor, seen: torch.Tensor, generated: torch.Tensor,
+                    params: SamplingParams) -> torch.Tensor:
+    """fp32 logits [B, V] with the penalties applied. ``seen`` [B, V] (bool): the tokens of each row's prompt and
+    output, divided (positive logits) or multiplied (negative) by repetition_penalty; ``generated`` [B, V]
+    (bool): the tokens of each row's output, lowered by presence_penalty."""
+    logits = logits.float()
+    if params.repetition_penalty != 1:
+        penalized = torch.where(logits < 0, logits * params.repetition_penalty, logits / params.repetition_penalty)
+        logits = torch.where(seen, penalized, logits)
+    if params.presence_penalty != 0:
+        logits = logits - params.presence_penalty * generated.float()
+    return logits
 
 
 def filter_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
