@@ -138,6 +138,19 @@ def test_bad_generate_inputs(model, inputs, match):
         model.generate(inputs, 4)
 
 
+def test_stream_yields_the_reply_as_text(model):
+    messages = [{"role": "user", "content": "Hello"}]
+    deltas = list(model.stream(messages, 9, enable_thinking=False, seed=3, do_sample=True, eos_token_id=[]))
+    ids = model.generate(messages, 9, enable_thinking=False, seed=3, do_sample=True, eos_token_id=[])[0]
+    prompt_len = len(model.tokenizer.apply_chat_template(messages, add_generation_prompt=True, enable_thinking=False))
+    assert deltas and all(deltas)
+    assert "".join(deltas) == model.tokenizer.decode(ids[prompt_len:].tolist(), skip_special_tokens=True)
+    with pytest.raises(ValueError, match="one prompt or conversation, got 2"):
+        next(model.stream([[1, 2], [3]], 2))
+    with pytest.raises(TypeError, match="streamer"):
+        next(model.stream([1, 2], 2, streamer=print))
+
+
 def test_bad_generate_arguments(model):
     with pytest.raises(ValueError, match="max_new_tokens"):
         model.generate([1, 2], 0)

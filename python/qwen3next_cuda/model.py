@@ -10,7 +10,7 @@ one is built and the inputs are on a GPU, the PyTorch reference elsewhere (CPU i
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -20,7 +20,7 @@ from . import ops
 from .cache import HybridCache
 from .config import LINEAR_ATTENTION, Qwen3NextConfig
 from .reference import Qwen3NextReference
-from .sampling import GenerationConfig, apply_penalties, sample
+from .sampling import GenerationConfig, SamplingParams, apply_penalties, sample
 from .tokenizer import TOKENIZER_FILE, Qwen3Tokenizer
 from .weights import load_weights
 
@@ -219,6 +219,51 @@ class Qwen3NextCUDA:
         longest are left-padded, as transformers returns them. ``seed`` makes sampling reproducible.
         ``streamer(prompt_index, token_id)`` is called for every generated token as it is chosen.
         """
+        prompts, params, eos, generator = self._request(
+            inputs, max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p, top_k=top_k,
+            min_p=min_p, repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
+            eos_token_id=eos_token_id, seed=seed, enable_thinking=enable_thinking)
+        pad = self._pad_token_id(eos)
+        new_tokens: list[list[int]] = [[] for _ in prompts]
+        for index, token in self._tokens(prompts, max_new_tokens, params, eos, generator):
+            new_tokens[index].append(token)
+            if streamer is not None:
+                streamer(index, token)
+
+        width = max(map(len, prompts)) + max(map(len, new_tokens))
+        out = torch.full((len(prompts), width), pad, dtype=torch.long)
+        for i, (prompt, new) in enumerate(zip(prompts, new_tokens)):
+            start = width - max(map(len, new_tokens)) - len(prompt)
+            out[i, start:start + len(prompt) + len(new)] = torch.tensor(prompt + new)
+        return out
+
+    def stream(self, inputs, max_new_tokens: int = 128, *, skip_special_tokens: bool = True,
+               **options) -> Iterator[str]:
+        """The reply to one prompt or conversation as text deltas, each yielded as soon as its tokens are chosen.
+
+        ``inputs`` and ``options`` (sampling arguments, ``eos_token_id``, ``seed``, ``enable_thinking``) as for
+        :meth:`generate`; special tokens (the end token) are left out unless ``skip_special_tokens`` is False.
+        """
+        prompts, params, eos, generator = self._request(inputs, max_new_tokens, **options)
+        if len(prompts) != 1:
+            raise ValueError(f"stream takes one prompt or conversation, got {len(prompts)}")
+        if self.tokenizer is None:
+            raise ValueError("streaming text needs a tokenizer, and this model was loaded without one")
+        decoder = self.tokenizer.incremental_decoder(skip_special_tokens=skip_special_tokens)
+        for _, token in self._tokens(prompts, max_new_tokens, params, eos, generator):
+            text = decoder.push(token)
+            if text:
+                yield text
+        tail = decoder.finish()
+        if tail:
+            yield tail
+
+    def _request(self, inputs, max_new_tokens: int, do_sample: bool | None = None, temperature: float | None = None,
+                 top_p: float | None = None, top_k: int | None = None, min_p: float | None = None,
+                 repetition_penalty: float | None = None, presence_penalty: float | None = None,
+                 eos_token_id: int | Sequence[int] | None = None, seed: int | None = None,
+                 enable_thinking: bool | None = None):
+        """generate()'s arguments checked and resolved: (prompts, sampling parameters, stop ids, generator)."""
         if not (isinstance(max_new_tokens, int) and max_new_tokens >= 1):
             raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
         prompts = self._prompts(inputs, enable_thinking)
@@ -230,14 +275,16 @@ class Qwen3NextCUDA:
             eos = list(self.generation_config.eos_token_ids)
         else:
             eos = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
-        pad = self._pad_token_id(eos)
         generator = None if seed is None else torch.Generator(self.device).manual_seed(seed)
+        return prompts, params, eos, generator
 
+    def _tokens(self, prompts: list[Prompt], max_new_tokens: int, params: SamplingParams, eos: list[int],
+                generator: torch.Generator | None) -> Iterator[tuple[int, int]]:
+        """(prompt index, token) of every generated token, in the order they are chosen."""
         # every prompt in one varlen prefill, then one decode step per token for the sequences still running
         cache = self.new_cache(len(prompts), max(map(len, prompts)) + max_new_tokens)
         slots = [cache.allocate(len(prompt) + max_new_tokens) for prompt in prompts]
         logits = self.prefill(prompts, slots, cache)
-        new_tokens: list[list[int]] = [[] for _ in prompts]
         running = list(range(len(prompts)))
         if params.penalized:  # which tokens each running row has seen (prompt and output) and generated
             vocab = logits.shape[-1]
@@ -255,9 +302,7 @@ class Qwen3NextCUDA:
                 generated[rows, tokens] = True
             still_running = []
             for index, token in zip(running, tokens.tolist()):
-                new_tokens[index].append(token)
-                if streamer is not None:
-                    streamer(index, token)
+                yield index, token
                 if token in eos:
                     cache.free(slots[index])
                 else:
@@ -271,13 +316,6 @@ class Qwen3NextCUDA:
                     seen, generated = seen[keep], generated[keep]
             running = still_running
             logits = self.decode(tokens, [slots[index] for index in running], cache)
-
-        width = max(map(len, prompts)) + max(map(len, new_tokens))
-        out = torch.full((len(prompts), width), pad, dtype=torch.long)
-        for i, (prompt, new) in enumerate(zip(prompts, new_tokens)):
-            start = width - max(map(len, new_tokens)) - len(prompt)
-            out[i, start:start + len(prompt) + len(new)] = torch.tensor(prompt + new)
-        return out
 
     def _prompts(self, inputs, enable_thinking: bool | None) -> list[Prompt]:
         """Normalise generate()'s inputs to a list of token-id lists."""
