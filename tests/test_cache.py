@@ -7,27 +7,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from qwen3next_cuda import Qwen3NextCUDA
 from qwen3next_cuda.cache import HybridCache
 from qwen3next_cuda.reference import Qwen3NextReference
-from qwen3next_cuda.tools.make_checkpoint import make_checkpoint, preset_config
+from qwen3next_cuda.tools.make_checkpoint import preset_config
 from qwen3next_cuda.weights import load_weights
 from test_model import prompts
 from utils import assert_close
 
 CONFIG = preset_config("tiny")
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> str:
-    out = tmp_path_factory.mktemp("tiny_cache")
-    make_checkpoint(out, "tiny", seed=3, progress=False)
-    return str(out)
-
-
-@pytest.fixture(scope="module")
-def model(tiny) -> Qwen3NextCUDA:
-    return Qwen3NextCUDA.from_pretrained(tiny, device="cpu", progress=False)
 
 
 @pytest.fixture(scope="module")

@@ -19,18 +19,6 @@ cuda = pytest.mark.cuda
 PAD = 151643  # generation_config.json pad_token_id of the tiny checkpoint
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> str:
-    out = tmp_path_factory.mktemp("tiny")
-    make_checkpoint(out, "tiny", seed=5, progress=False)
-    return str(out)
-
-
-@pytest.fixture(scope="module")
-def model(tiny) -> Qwen3NextCUDA:
-    return Qwen3NextCUDA.from_pretrained(tiny, device="cpu", progress=False)
-
-
 def prompts(lengths, seed=0):
     gen = torch.Generator().manual_seed(seed)
     return [torch.randint(0, 151643, (n,), generator=gen).tolist() for n in lengths]
