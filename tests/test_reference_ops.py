@@ -284,3 +284,26 @@ def test_attention_matches_transformers(gen, cached, num_tokens):
     out_hf, _ = hf.eager_attention_forward(module, q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                            mask, scaling=32**-0.5)
     assert_close(out, out_hf, atol=1e-6, rtol=1e-5)
+
+
+def test_varlen_attention_over_cache_slots_matches_dense(gen):
+    """Sequences of 3, 1 and 7 new tokens after 5, 0 and 2 cached ones, in permuted slots of one cache."""
+    new, cached, slots = [3, 1, 7], [5, 0, 2], [2, 0, 3]
+    key_cache, value_cache = randn(gen, 2, 4, 16, 2, 32)
+    q = randn(gen, sum(new), 6, 32)
+    k, v = randn(gen, 2, sum(new), 2, 32)
+    history_k, history_v = key_cache.clone(), value_cache.clone()
+    cu_seqlens = torch.tensor([0, 3, 4, 11], dtype=torch.int32)
+    context_lens = torch.tensor([c + n for c, n in zip(cached, new)], dtype=torch.int32)
+    slot_tensor = torch.tensor(slots, dtype=torch.int32)
+    ref.append_kv(key_cache, value_cache, k, v, slot_tensor, cu_seqlens, context_lens)
+    out = ref.attention_varlen(q, key_cache, value_cache, slot_tensor, cu_seqlens, context_lens)
+    for s, slot in enumerate(slots):
+        rows = slice(int(cu_seqlens[s]), int(cu_seqlens[s + 1]))
+        dense_k = torch.cat([history_k[slot, :cached[s]], k[rows]])
+        dense_v = torch.cat([history_v[slot, :cached[s]], v[rows]])
+        assert torch.equal(key_cache[slot, :context_lens[s]], dense_k)
+        expected = ref.attention(q[None, rows], dense_k[None], dense_v[None])[0]
+        assert_close(out[rows], expected, atol=1e-6, rtol=1e-6, name=f"sequence {s}")
+    untouched = [slot for slot in range(4) if slot not in slots]
+    assert torch.equal(key_cache[untouched], history_k[untouched])

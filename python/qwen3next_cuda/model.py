@@ -178,13 +178,9 @@ class Qwen3NextCUDA:
         v = F.linear(x, weight("v_proj.weight")).unflatten(-1, (-1, head_dim))
         q = ops.apply_partial_rope(ops.rmsnorm(q, weight("q_norm.weight"), eps), cos, sin)
         k = ops.apply_partial_rope(ops.rmsnorm(k, weight("k_norm.weight"), eps), cos, sin)
-        out = torch.empty_like(q)
-        for slot, start, rows in batch.sequences():
-            end = start + rows.stop - rows.start
-            cache.key[i][slot, start:end] = k[rows]
-            cache.value[i][slot, start:end] = v[rows]
-            out[rows] = ops.attention(q[None, rows], cache.key[i][slot:slot + 1, :end],
-                                      cache.value[i][slot:slot + 1, :end])[0]
+        ops.append_kv(cache.key[i], cache.value[i], k, v, batch.slot_tensor, batch.cu_seqlens, batch.context_lens)
+        out = ops.attention_varlen(q, cache.key[i], cache.value[i], batch.slot_tensor, batch.cu_seqlens,
+                                   batch.context_lens)
         out = out.flatten(-2) * torch.sigmoid(gate.flatten(-2))
         return F.linear(out, weight("o_proj.weight"))
 
@@ -359,19 +355,15 @@ class Qwen3NextCUDA:
 
 
 class _Batch:
-    """Where each sequence of a varlen forward sits: its slot, the tokens the slot held before, its rows of the
-    flat batch; plus the device tensors the ops take."""
+    """The device tensors the ops take for a varlen forward: each token's position, sequence bounds in the flat
+    batch, slots, and each sequence's length with its new tokens."""
 
     def __init__(self, slots: list[int], starts: list[int], lengths: list[int], bounds: list[int],
                  device: torch.device):
-        self.slots, self.starts, self.bounds = slots, starts, bounds
         self.max_length = max(lengths)
         self.positions = torch.cat([torch.arange(start, start + length) for start, length in zip(starts, lengths)]
                                    ).to(device)
         self.cu_seqlens = torch.tensor(bounds, dtype=torch.int32, device=device)
         self.slot_tensor = torch.tensor(slots, dtype=torch.int32, device=device)
-
-    def sequences(self):
-        """(slot, tokens cached before, rows of the flat batch) of each sequence."""
-        for s, slot in enumerate(self.slots):
-            yield slot, self.starts[s], slice(self.bounds[s], self.bounds[s + 1])
+        self.context_lens = torch.tensor([start + length for start, length in zip(starts, lengths)],
+                                         dtype=torch.int32, device=device)

@@ -15,8 +15,10 @@ import torch
 
 from . import reference
 from .reference import (  # noqa: F401  (ops without a kernel yet run the reference)
+    append_kv,
     apply_partial_rope,
     attention,
+    attention_varlen,
     causal_conv1d,
     causal_conv1d_update,
     gated_delta_rule_chunked,

@@ -22,3 +22,35 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | 
     future = torch.arange(cached, device=q.device) > query_pos.unsqueeze(-1)  # [T, S]
     probs = torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1)
     return (probs @ v).transpose(1, 2).to(q.dtype)
+
+
+def append_kv(key_cache: torch.Tensor, value_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+              slots: torch.Tensor, cu_seqlens: torch.Tensor, context_lens: torch.Tensor) -> None:
+    """Writes the new keys and values of a varlen batch into a slot-addressed cache, at their positions.
+
+    k, v: [N, Hkv, D], sequence s being rows ``cu_seqlens[s]:cu_seqlens[s + 1]`` (T_s tokens); key_cache,
+    value_cache: [slots, max_len, Hkv, D], modified; slots: [S]; context_lens: [S], each sequence's length with
+    the new tokens, which go to positions ``context_lens[s] - T_s ..``.
+    """
+    bounds = cu_seqlens.tolist()
+    for s, (slot, end) in enumerate(zip(slots.tolist(), context_lens.tolist())):
+        rows = slice(bounds[s], bounds[s + 1])
+        key_cache[slot, end - (rows.stop - rows.start):end] = k[rows]
+        value_cache[slot, end - (rows.stop - rows.start):end] = v[rows]
+
+
+def attention_varlen(q: torch.Tensor, key_cache: torch.Tensor, value_cache: torch.Tensor, slots: torch.Tensor,
+                     cu_seqlens: torch.Tensor, context_lens: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+    """Causal GQA attention of a varlen batch over each sequence's cached keys and values.
+
+    q: [N, Hq, D], sequence s being rows ``cu_seqlens[s]:cu_seqlens[s + 1]``, its newest tokens; key_cache,
+    value_cache: [slots, max_len, Hkv, D], sequence s holding positions ``0 .. context_lens[s] - 1`` (the new
+    tokens' included) in slot ``slots[s]``. Returns [N, Hq, D] in q.dtype (see :func:`attention`).
+    """
+    out = torch.empty_like(q)
+    bounds = cu_seqlens.tolist()
+    for s, (slot, end) in enumerate(zip(slots.tolist(), context_lens.tolist())):
+        rows = slice(bounds[s], bounds[s + 1])
+        out[rows] = attention(q[None, rows], key_cache[slot:slot + 1, :end], value_cache[slot:slot + 1, :end],
+                              scale)[0]
+    return out
