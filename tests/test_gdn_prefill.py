@@ -180,3 +180,24 @@ def test_bad_inputs_raise():
         call(qkv=qkv.half())
     with pytest.raises(RuntimeError, match="16-byte boundaries"):
         call(qkv=qkvz[:, 1:1025])
+
+
+@pytest.mark.skipif(not ops.HAS_KERNELS, reason="extension not built")
+def test_fake_implementation_traces_on_meta():
+    def meta(*shape, dtype=torch.bfloat16):
+        return torch.empty(*shape, device="meta", dtype=dtype)
+
+    torch.ops.qwen3next.gdn_prefill(meta(30, 512), meta(5, 4, 128, 128, dtype=torch.float32), meta(30, 1024),
+                                    meta(30, 512), meta(30, 8), meta(3, dtype=torch.int32), meta(2, dtype=torch.int32),
+                                    meta(4, dtype=torch.float32), meta(4, dtype=torch.float32), meta(128), EPS, 20)
+
+
+@cuda
+def test_opcheck():
+    gen = torch.Generator().manual_seed(9)
+    layer = make_layer(gen, device="cuda")
+    qkvz, ba, _, recurrent, slots, cu_seqlens = make_batch(gen, [10, 20], 3, device="cuda")
+    out = torch.empty(30, 512, dtype=torch.bfloat16, device="cuda")
+    torch.library.opcheck(torch.ops.qwen3next.gdn_prefill.default,
+                          (out, recurrent, qkvz[:, :1024].contiguous(), qkvz[:, 1024:].contiguous(), ba, cu_seqlens,
+                           slots, layer["A_log"], layer["dt_bias"], layer["norm_weight"], EPS, 20))
