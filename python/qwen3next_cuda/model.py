@@ -146,7 +146,7 @@ class Qwen3NextCUDA:
             hidden = hidden[batch.cu_seqlens[1:].long() - 1]
         return F.linear(hidden, self._model.lm_head).float()
 
-    def _gated_deltanet(self, i: int, x: torch.Tensor, cache: HybridCache, batch: "_Batch") -> torch.Tensor:
+    def _gated_deltanet(self, i: int, x: torch.Tensor, cache: HybridCache, batch: _Batch) -> torch.Tensor:
         """DeltaNet mixer of layer i on the flat batch x [N, H]; both states of each slot are updated."""
         eps = self.config.rms_norm_eps
 
@@ -164,7 +164,7 @@ class Qwen3NextCUDA:
                                   max_seqlen=batch.max_length, **layer)
         return F.linear(out, weight("out_proj.weight"))
 
-    def _gated_attention(self, i: int, x: torch.Tensor, cache: HybridCache, batch: "_Batch", cos: torch.Tensor,
+    def _gated_attention(self, i: int, x: torch.Tensor, cache: HybridCache, batch: _Batch, cos: torch.Tensor,
                          sin: torch.Tensor) -> torch.Tensor:
         """Gated attention mixer of layer i on the flat batch x [N, H]; cos, sin [N, rotary_dim] at each token's
         position. Writes the new keys and values into each slot at their positions."""
