@@ -113,14 +113,16 @@ class HybridCache:
 
     def free(self, slot: int) -> None:
         """Gives ``slot`` back (its contents are dropped)."""
-        if not 0 <= slot < self.max_batch or slot in self._free:
-            raise ValueError(f"slot {slot} is not an allocated slot of this cache")
+        self._check_allocated(slot)
         self._free.append(slot)
 
     def check_room(self, slot: int, tokens: int) -> None:
         """Raises unless ``slot`` is allocated and can take ``tokens`` more tokens."""
-        if not 0 <= slot < self.max_batch or slot in self._free:
-            raise ValueError(f"slot {slot} is not an allocated slot of this cache")
+        self._check_allocated(slot)
         if self.lengths[slot] + tokens > self.max_len:
             raise ValueError(f"slot {slot} holds {self.lengths[slot]} tokens: {tokens} more exceed its "
                              f"{self.max_len}")
+
+    def _check_allocated(self, slot: int) -> None:
+        if not 0 <= slot < self.max_batch or slot in self._free:
+            raise ValueError(f"slot {slot} is not an allocated slot of this cache")

@@ -9,6 +9,7 @@ one is built and the inputs are on a GPU, the PyTorch reference elsewhere (CPU i
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -119,11 +120,7 @@ class Qwen3NextCUDA:
             raise ValueError(f"slots {slots} repeat: each sequence needs its own slot")
         for slot, length in zip(slots, lengths):
             cache.check_room(slot, length)
-        starts = [cache.lengths[slot] for slot in slots]
-        bounds = [0]
-        for length in lengths:
-            bounds.append(bounds[-1] + length)
-        batch = _Batch(slots, starts, lengths, bounds, self.device)
+        batch = _Batch(slots, [cache.lengths[slot] for slot in slots], lengths, self.device)
         cos, sin = ops.rope_cos_sin(batch.positions, config)
 
         residual = F.embedding(ids, self._model.embed)
@@ -358,12 +355,11 @@ class _Batch:
     """The device tensors the ops take for a varlen forward: each token's position, sequence bounds in the flat
     batch, slots, and each sequence's length with its new tokens."""
 
-    def __init__(self, slots: list[int], starts: list[int], lengths: list[int], bounds: list[int],
-                 device: torch.device):
+    def __init__(self, slots: list[int], starts: list[int], lengths: list[int], device: torch.device):
         self.max_length = max(lengths)
         self.positions = torch.cat([torch.arange(start, start + length) for start, length in zip(starts, lengths)]
                                    ).to(device)
-        self.cu_seqlens = torch.tensor(bounds, dtype=torch.int32, device=device)
+        self.cu_seqlens = torch.tensor([0, *itertools.accumulate(lengths)], dtype=torch.int32, device=device)
         self.slot_tensor = torch.tensor(slots, dtype=torch.int32, device=device)
         self.context_lens = torch.tensor([start + length for start, length in zip(starts, lengths)],
                                          dtype=torch.int32, device=device)

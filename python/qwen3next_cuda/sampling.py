@@ -3,8 +3,9 @@ temperature, top-k, top-p and min-p.
 
 The penalties come first, in greedy decoding too (transformers' repetition penalty over the prompt and the
 generated tokens; the presence penalty of OpenAI's API and vLLM over the generated tokens only). The filters
-apply in transformers' order (temperature, top-k, top-p, min-p) and keep the same tokens it keeps. Everything stays on the logits' device with fixed shapes and no host sync: the draw is an
-exponential race (argmax of p / E with E ~ Exp(1)), which samples from p exactly.
+apply in transformers' order (temperature, top-k, top-p, min-p) and keep the same tokens it keeps. Everything
+stays on the logits' device with fixed shapes and no host sync: the draw is an exponential race (argmax of
+p / E with E ~ Exp(1)), which samples from p exactly.
 """
 
 from __future__ import annotations

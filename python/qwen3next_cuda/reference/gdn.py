@@ -113,6 +113,26 @@ def gated_delta_rule_chunked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
     return out.transpose(1, 2).to(out_dtype), state
 
 
+def _mixer_after_conv(qkv: torch.Tensor, z: torch.Tensor, ba: torch.Tensor, state: torch.Tensor,
+                      A_log: torch.Tensor, dt_bias: torch.Tensor, norm_weight: torch.Tensor,
+                      eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gating, the delta rule from ``state`` and the gated norm of B sequences of T tokens after the conv.
+
+    qkv: [B, T, C] conv outputs ``[q | k | v]``; z: [B, T, Hv*dv]; ba: [B, T, 2*Hv]; state: [B, Hv, dv, dk]
+    (value-major, the cache layout). Returns the normed output [B, T, Hv*dv] (fp32 math, roundings of the
+    unfused model) and the final state [B, Hv, dv, dk] fp32.
+    """
+    num_v_heads, dv, dk = state.shape[1:]
+    key_dim = (qkv.shape[-1] - num_v_heads * dv) // 2
+    q, k, v = qkv.split([key_dim, key_dim, num_v_heads * dv], dim=-1)
+    q, k = (t.unflatten(-1, (-1, dk)) for t in (q, k))
+    v, z = (t.unflatten(-1, (num_v_heads, dv)) for t in (v, z))
+    b, a = ba.chunk(2, dim=-1)
+    g, beta = gdn_gating(a, b, A_log, dt_bias)
+    o, final = gated_delta_rule_recurrent(q, k, v, g, beta, state.transpose(-1, -2))
+    return rmsnorm_gated(o, z, norm_weight, eps).flatten(-2), final.transpose(-1, -2)
+
+
 def gdn_decode(qkvz: torch.Tensor, ba: torch.Tensor, conv_state: torch.Tensor, recurrent_state: torch.Tensor,
                slots: torch.Tensor, conv_weight: torch.Tensor, A_log: torch.Tensor, dt_bias: torch.Tensor,
                norm_weight: torch.Tensor, eps: float, out: torch.Tensor | None = None,
@@ -127,27 +147,20 @@ def gdn_decode(qkvz: torch.Tensor, ba: torch.Tensor, conv_state: torch.Tensor, r
     A_log, dt_bias: [Hv]; norm_weight: [dv]. Writes and returns ``out`` [B, T, Hv*dv] (qkvz.dtype).
     """
     batch, num_tokens, _ = qkvz.shape
-    num_v_heads, dv, dk = recurrent_state.shape[1:]
     channels = conv_weight.shape[0]
-    key_dim = (channels - num_v_heads * dv) // 2
     if out is None:
-        out = qkvz.new_zeros(batch, num_tokens, num_v_heads * dv)
+        out = qkvz.new_zeros(batch, num_tokens, qkvz.shape[-1] - channels)
     rows = (slots >= 0).nonzero().flatten()
     if rows.numel() == 0:
         return out
     index = slots[rows].long()
-    qkv, z = qkvz[rows].split([channels, num_v_heads * dv], dim=-1)
+    qkv, z = qkvz[rows].split([channels, qkvz.shape[-1] - channels], dim=-1)
     qkv, conv_final = causal_conv1d(qkv, conv_weight, conv_state[index].transpose(1, 2))
-    q, k, v = qkv.split([key_dim, key_dim, num_v_heads * dv], dim=-1)
-    q, k = (t.unflatten(-1, (-1, dk)) for t in (q, k))
-    v, z = (t.unflatten(-1, (num_v_heads, dv)) for t in (v, z))
-    b, a = ba[rows].chunk(2, dim=-1)
-    g, beta = gdn_gating(a, b, A_log, dt_bias)
-    o, final = gated_delta_rule_recurrent(q, k, v, g, beta, recurrent_state[index].transpose(-1, -2))
-    out[rows] = rmsnorm_gated(o, z, norm_weight, eps).flatten(-2).to(out.dtype)
+    normed, final = _mixer_after_conv(qkv, z, ba[rows], recurrent_state[index], A_log, dt_bias, norm_weight, eps)
+    out[rows] = normed.to(out.dtype)
     if update_state:
         conv_state[index] = conv_final.transpose(1, 2).to(conv_state.dtype)
-        recurrent_state[index] = final.transpose(-1, -2).to(recurrent_state.dtype)
+        recurrent_state[index] = final.to(recurrent_state.dtype)
     return out
 
 
@@ -165,23 +178,17 @@ def gdn_prefill(qkvz: torch.Tensor, ba: torch.Tensor, conv_state: torch.Tensor, 
     A_log, dt_bias: [Hv]; norm_weight: [dv]; max_seqlen: unused here (the kernel's grid hint).
     Writes and returns ``out`` [N, Hv*dv] (qkvz.dtype). The delta rule runs token by token in fp32.
     """
-    num_v_heads, dv, dk = recurrent_state.shape[1:]
     channels = conv_weight.shape[0]
-    key_dim = (channels - num_v_heads * dv) // 2
     if out is None:
-        out = qkvz.new_zeros(qkvz.shape[0], num_v_heads * dv)
+        out = qkvz.new_zeros(qkvz.shape[0], qkvz.shape[-1] - channels)
     qkv = causal_conv1d_varlen(qkvz[:, :channels], conv_weight, conv_state, slots, cu_seqlens)
     bounds = cu_seqlens.tolist()
     for seq, slot in enumerate(slots.tolist()):
         start, end = bounds[seq], bounds[seq + 1]
         if not 0 <= slot < recurrent_state.shape[0] or end <= start:
             continue
-        q, k, v = qkv[None, start:end].split([key_dim, key_dim, num_v_heads * dv], dim=-1)
-        q, k = (t.unflatten(-1, (-1, dk)) for t in (q, k))
-        v, z = (t.unflatten(-1, (num_v_heads, dv)) for t in (v, qkvz[None, start:end, channels:]))
-        b, a = ba[None, start:end].chunk(2, dim=-1)
-        g, beta = gdn_gating(a, b, A_log, dt_bias)
-        o, final = gated_delta_rule_recurrent(q, k, v, g, beta, recurrent_state[slot, None].transpose(-1, -2))
-        out[start:end] = rmsnorm_gated(o, z, norm_weight, eps)[0].flatten(-2).to(out.dtype)
-        recurrent_state[slot] = final[0].transpose(-1, -2).to(recurrent_state.dtype)
+        normed, final = _mixer_after_conv(qkv[None, start:end], qkvz[None, start:end, channels:], ba[None, start:end],
+                                          recurrent_state[slot, None], A_log, dt_bias, norm_weight, eps)
+        out[start:end] = normed[0].to(out.dtype)
+        recurrent_state[slot] = final[0].to(recurrent_state.dtype)
     return out
