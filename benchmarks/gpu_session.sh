@@ -34,6 +34,10 @@ if [ "${TESTS:-all}" != 0 ]; then
   python3 -m pytest -q -n 8 "${marker[@]}" tests 2>&1 | tee "$OUT/tests.log" | tail -25
 fi
 
+step benchmarks
+python3 -m benchmarks.run "$@" 2>&1 | tee "$OUT/bench.log"
+cp benchmarks/results/*.json benchmarks/results/*.md "$OUT/" 2>/dev/null
+
 if [ "${SANITIZE:-0}" = 1 ]; then
   for tool in memcheck racecheck; do
     step "compute-sanitizer $tool"
@@ -42,10 +46,6 @@ if [ "${SANITIZE:-0}" = 1 ]; then
     echo "$tool exit $?"; tail -3 "$OUT/sanitizer_$tool.log"
   done
 fi
-
-step benchmarks
-python3 -m benchmarks.run "$@" 2>&1 | tee "$OUT/bench.log"
-cp benchmarks/results/*.json benchmarks/results/*.md "$OUT/" 2>/dev/null
 
 if [ "${FULL_BUILD:-0}" = 1 ]; then
   step "default three-architecture build"
