@@ -29,16 +29,19 @@ void allow_shared_memory(Kernel kernel, int bytes, std::array<std::atomic<bool>,
 
 void run_gdn_prefill(const GdnPrefillParams& p, cudaStream_t stream) {
   if (p.seqs == 0 || p.tokens == 0) return;
-  static std::array<std::atomic<bool>, 64> prepare_ready{}, scan_ready{};
+  static std::array<std::atomic<bool>, 64> prepare_ready{}, state_ready{}, output_ready{};
   allow_shared_memory(gdn_prefill_prepare_kernel, sizeof(PrepareSmem), prepare_ready, "prepare");
-  allow_shared_memory(gdn_prefill_scan_kernel, sizeof(ScanSmem), scan_ready, "scan");
+  allow_shared_memory(gdn_prefill_state_kernel, sizeof(StateSmem), state_ready, "state");
+  allow_shared_memory(gdn_prefill_output_kernel, sizeof(OutputSmem), output_ready, "output");
 
-  const dim3 prepare_grid(std::max(p.max_chunks, 1), p.key_heads, p.seqs);
-  gdn_prefill_prepare_kernel<<<prepare_grid, kThreads, sizeof(PrepareSmem), stream>>>(p);
+  const dim3 chunk_grid(std::max(p.max_chunks, 1), p.key_heads, p.seqs);
+  gdn_prefill_prepare_kernel<<<chunk_grid, kThreads, sizeof(PrepareSmem), stream>>>(p);
   QN_CHECK_LAUNCH();
-
-  ClusterLaunch scan(dim3(kSplit, p.value_heads, p.seqs), kThreads, sizeof(ScanSmem), stream, kSplit);
-  cudaLaunchKernelEx(&scan.config, gdn_prefill_scan_kernel, p);
+  const dim3 state_grid(kDim / kCols, p.value_heads, p.seqs);
+  gdn_prefill_state_kernel<<<state_grid, kThreads, sizeof(StateSmem), stream>>>(p);
+  QN_CHECK_LAUNCH();
+  const dim3 output_grid(chunk_grid.x, p.value_heads, p.seqs);
+  gdn_prefill_output_kernel<<<output_grid, kThreads, sizeof(OutputSmem), stream>>>(p);
   QN_CHECK_LAUNCH();
 }
 

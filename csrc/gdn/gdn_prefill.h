@@ -2,10 +2,13 @@
 // varlen batch, from the conv output to the gated RMSNorm, each sequence starting from the recurrent state in
 // its cache slot and leaving its final state there. Layouts: python/qwen3next_cuda/cache.py.
 //
-// Two launches. `prepare` (every chunk at once) solves each chunk's triangular system and writes, per token
-// and value head, the chunk-local terms that do not depend on the state. `scan` (a cluster of 4 CTAs per
-// sequence and value head, 32 value columns each) walks the chunks in order, carrying the state:
-//   V' = U - W S,   O = diag(qscale) Q S + P V',   S = gamma S + K^T diag(kscale) V',   out = norm(O) w silu(z)
+// Three launches (sm80+: mma.sync and cp.async). `prepare` (every chunk at once) solves each chunk's
+// triangular system and writes, per token and value head, the chunk-local terms that do not depend on the
+// state. `state` (a CTA per 32 value columns of a head and sequence; the columns evolve independently) walks
+// the chunks in order, carrying the fp32 state, and keeps each chunk's start state S_c (bf16) and V':
+//   V' = U - W S,   S = gamma S + K^T diag(kscale) V'
+// `output` (every chunk at once, a CTA per chunk and value head) finishes the chunk:
+//   O = diag(qscale) Q S_c + P V',   out = rmsnorm(O) w silu(z)
 #pragma once
 
 #include <cuda_runtime.h>
@@ -31,9 +34,12 @@ struct GdnPrefillParams {
   const int32_t* slots;  // [seqs]; outside [0, num_slots): padding, skipped
   // Workspace written by `prepare`, read by `scan`, per token and value head:
   void* w;  // [tokens, Hv, 128] bf16: W = T diag(beta exp(c) / |k|) K
-  void* u;  // [tokens, Hv, 128] bf16: U = T diag(beta) V
+  void* u;  // [tokens, Hv, 128] bf16: U = T diag(beta) V, which `state` replaces by V'
   void* p;  // [tokens, Hv, 64] bf16: row i of P = (Q K^T, normalised) * exp(c_i - c_j), j <= i, of its chunk
   float* scales;  // [tokens, Hv, 4] fp32: qscale, kscale, c (cumulative g within the chunk), unused
+  // Written by `state`, read by `output`: [ceil(tokens / 64) + seqs, Hv, 128 (k), 128 (v)] bf16, chunk c of
+  // sequence s at start_s / 64 + s + c (so every sequence's chunks fit, whatever its start).
+  void* chunk_states;
   float eps;
   int tokens, key_heads, value_heads, seqs, num_slots;
   int max_chunks;  // chunks of the longest sequence (a hint: `prepare` strides over more when there are)

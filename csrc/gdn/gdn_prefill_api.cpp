@@ -72,14 +72,15 @@ void gdn_prefill(at::Tensor& out, at::Tensor& recurrent_state, const at::Tensor&
   const c10::cuda::OptionalCUDAGuard guard(qkv.device());
   int major = 0;
   cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, qkv.get_device());
-  TORCH_CHECK(major >= 9, "gdn_prefill: needs thread-block clusters (sm90 or newer)");
+  TORCH_CHECK(major >= 8, "gdn_prefill: needs sm80 or newer");
 
-  // Chunk-local terms from `prepare`, read by `scan` (stream-ordered through the caching allocator).
+  // Workspace passed between the three kernels (stream-ordered through the caching allocator).
   const auto bf16 = qkv.options().dtype(at::kBFloat16);
   const at::Tensor w = at::empty({tokens, value_heads, kHeadDim}, bf16);
   const at::Tensor u = at::empty({tokens, value_heads, kHeadDim}, bf16);
   const at::Tensor p_intra = at::empty({tokens, value_heads, kChunk}, bf16);
   const at::Tensor scales = at::empty({tokens, value_heads, 4}, qkv.options().dtype(at::kFloat));
+  const at::Tensor chunk_states = at::empty({(tokens + kChunk - 1) / kChunk + seqs, value_heads, kHeadDim, kHeadDim}, bf16);
 
   GdnPrefillParams p{};
   p.qkv = qkv.data_ptr();
@@ -100,6 +101,7 @@ void gdn_prefill(at::Tensor& out, at::Tensor& recurrent_state, const at::Tensor&
   p.u = u.data_ptr();
   p.p = p_intra.data_ptr();
   p.scales = scales.data_ptr<float>();
+  p.chunk_states = chunk_states.data_ptr();
   p.eps = static_cast<float>(eps);
   p.tokens = static_cast<int>(tokens);
   p.key_heads = static_cast<int>(key_heads);

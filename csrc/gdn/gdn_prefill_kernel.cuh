@@ -9,11 +9,9 @@
 // so the tensor cores read the raw bf16 q, k and v rows as they are.
 #pragma once
 
-#include <cooperative_groups.h>
 #include <cuda_bf16.h>
 
 #include "common/async_copy.cuh"
-#include "common/cluster.cuh"
 #include "common/mma.cuh"
 #include "common/vec.cuh"
 #include "gdn/gdn_prefill.h"
@@ -26,8 +24,7 @@ using bf16 = __nv_bfloat16;
 constexpr int kDim = 128;  // key and value head size
 constexpr int kChunk = 64;  // tokens per chunk
 constexpr int kRatio = 2;  // value heads per key head
-constexpr int kSplit = 4;  // CTAs per (sequence, value head) in the scan: the cluster
-constexpr int kCols = kDim / kSplit;  // value columns per scan CTA
+constexpr int kCols = 32;  // value columns per `state` CTA
 constexpr int kThreads = 256;  // 8 warps: a warp owns 16 chunk rows (row block warp % 4) x a column group (warp / 4)
 constexpr int kWarps = kThreads / 32;
 constexpr int kRowBlocks = kChunk / 16, kColumnGroups = kWarps / kRowBlocks;
@@ -45,6 +42,20 @@ __device__ __forceinline__ Sequence sequence(const GdnPrefillParams& p, int s) {
   Sequence seq{p.cu_seqlens[s], p.cu_seqlens[s + 1] - p.cu_seqlens[s], p.slots[s]};
   if (seq.slot < 0 || seq.slot >= p.num_slots || seq.length < 0) seq.length = 0;
   return seq;
+}
+// Where sequence s's chunk-start states begin in the chunk_states workspace: its chunks fit between
+// start / kChunk + s and the next sequence's index (see GdnPrefillParams::chunk_states).
+__device__ __forceinline__ int64_t chunk_index(const Sequence& seq, int s) { return seq.start / kChunk + s; }
+
+// Copies kRows rows of kWidth bf16 (row r at src + r * stride) into a shared tile with row stride ld;
+// rows from `valid` on are zero-filled.
+template <int kRows, int kWidth>
+__device__ __forceinline__ void copy_rows(bf16* dst, int ld, const bf16* src, int64_t stride, int valid, int tid) {
+  constexpr int kVecs = kWidth / 8;
+  for (int i = tid; i < kRows * kVecs; i += kThreads) {
+    const int r = i / kVecs, col = i % kVecs * 8;
+    cp_async_16_or_zero(dst + r * ld + col, src + (r < valid ? r * stride : 0) + col, r < valid);
+  }
 }
 
 // ---- prepare: one CTA per (chunk, key head, sequence), both value heads of the key head -----------------
@@ -147,18 +158,11 @@ __global__ void __launch_bounds__(kThreads) gdn_prefill_prepare_kernel(const Gdn
   for (int chunk = blockIdx.x; chunk * kChunk < seq.length; chunk += gridDim.x) {
     const int row0 = seq.start + chunk * kChunk, rows = min(kChunk, seq.length - chunk * kChunk);
     __syncthreads();  // the previous chunk is done with shared memory
-    for (int i = tid; i < kChunk * kDim / 8; i += kThreads) {
-      const int r = i / (kDim / 8), col = i % (kDim / 8) * 8;
-      const bf16* src = qkv + int64_t(row0 + (r < rows ? r : 0)) * p.qkv_row_stride + key_head * kDim + col;
-      cp_async_16_or_zero(&sm.q[r][col], src, r < rows);
-      cp_async_16_or_zero(&sm.k[r][col], src + key_dim, r < rows);
-    }
-    for (int i = tid; i < kChunk * kRatio * kDim / 8; i += kThreads) {
-      const int r = i / (kRatio * kDim / 8), col = i % (kRatio * kDim / 8) * 8;
-      const bf16* src = qkv + int64_t(row0 + (r < rows ? r : 0)) * p.qkv_row_stride + 2 * key_dim +
-                        key_head * kRatio * kDim + col;
-      cp_async_16_or_zero(&sm.v[r][col], src, r < rows);
-    }
+    const bf16* chunk_rows = qkv + int64_t(row0) * p.qkv_row_stride;
+    copy_rows<kChunk, kDim>(&sm.q[0][0], kLdDim, chunk_rows + key_head * kDim, p.qkv_row_stride, rows, tid);
+    copy_rows<kChunk, kDim>(&sm.k[0][0], kLdDim, chunk_rows + key_dim + key_head * kDim, p.qkv_row_stride, rows, tid);
+    copy_rows<kChunk, kRatio * kDim>(&sm.v[0][0], kLdV, chunk_rows + 2 * key_dim + key_head * kRatio * kDim,
+                                     p.qkv_row_stride, rows, tid);
     cp_async_commit();
 
     // Gating while the rows land: a thread per (value head, token); g = 0 and beta = 0 past the sequence.
@@ -268,56 +272,37 @@ __global__ void __launch_bounds__(kThreads) gdn_prefill_prepare_kernel(const Gdn
   }
 }
 
-// ---- scan: a cluster of kSplit CTAs per (value head, sequence), kCols value columns each ------------------
+// ---- state: a CTA per (kCols value columns, value head, sequence) walks the chunks in order ----------------
+// Value columns of the state evolve independently, so the CTAs of a head need no exchange.
 
-struct ScanStage {  // one chunk's inputs, loaded while the previous chunk computes
+struct StateStage {  // one chunk's inputs, loaded while the previous chunk computes
   bf16 w[kChunk][kLdDim];
-  bf16 q[kChunk][kLdDim];  // raw q rows of the key head
-  bf16 k[kChunk][kLdDim];
-  bf16 p[kChunk][kLdChunk];
+  bf16 k[kChunk][kLdDim];  // raw k rows of the key head
   bf16 u[kChunk][kLdCols];  // this CTA's columns
-  bf16 z[kChunk][kLdCols];
   float4 scales[kChunk];
 };
 
-constexpr int kNormParts = kSplit * kColumnGroups;  // partial sums of o^2 per token: one per warp column group
-
-struct ScanSmem {
-  ScanStage stage[2];
-  bf16 state[kDim][kLdCols];  // S (key rows x this CTA's value columns) in bf16: the B operand of W S and Q S
+struct StateSmem {
+  StateStage stage[2];
+  bf16 state[kDim][kLdCols];  // S (key rows x this CTA's value columns) in bf16: the B operand of W S
   bf16 written[kChunk][kLdCols];  // V'
   bf16 written_k[kChunk][kLdCols];  // diag(kscale) V'
-  float sum_sq[2][kNormParts][kChunk];  // per token, each part's sum of o^2, by chunk parity
 };
 
-__device__ __forceinline__ void load_stage(ScanStage& st, const GdnPrefillParams& p, const Sequence& seq, int chunk,
-                                           int head, int col0, int tid) {
+__device__ __forceinline__ void load_state_stage(StateStage& st, const GdnPrefillParams& p, const Sequence& seq,
+                                                 int chunk, int head, int col0, int tid) {
   const int row0 = seq.start + chunk * kChunk, rows = min(kChunk, seq.length - chunk * kChunk);
-  const int key_head = head / kRatio;
-  const bf16* qkv = static_cast<const bf16*>(p.qkv);
-  for (int i = tid; i < kChunk * kDim / 8; i += kThreads) {
-    const int r = i / (kDim / 8), col = i % (kDim / 8) * 8, row = row0 + (r < rows ? r : 0);
-    const bf16* q = qkv + int64_t(row) * p.qkv_row_stride + key_head * kDim + col;
-    cp_async_16_or_zero(&st.w[r][col], static_cast<const bf16*>(p.w) + (int64_t(row) * p.value_heads + head) * kDim +
-                                           col, r < rows);
-    cp_async_16_or_zero(&st.q[r][col], q, r < rows);
-    cp_async_16_or_zero(&st.k[r][col], q + p.key_heads * kDim, r < rows);
-  }
-  for (int i = tid; i < kChunk * kChunk / 8; i += kThreads) {
-    const int r = i / (kChunk / 8), col = i % (kChunk / 8) * 8, row = row0 + (r < rows ? r : 0);
-    cp_async_16_or_zero(&st.p[r][col], static_cast<const bf16*>(p.p) + (int64_t(row) * p.value_heads + head) *
-                                           kChunk + col, r < rows);
-  }
-  for (int i = tid; i < kChunk * kCols / 8; i += kThreads) {
-    const int r = i / (kCols / 8), col = i % (kCols / 8) * 8, row = row0 + (r < rows ? r : 0);
-    cp_async_16_or_zero(&st.u[r][col], static_cast<const bf16*>(p.u) + (int64_t(row) * p.value_heads + head) * kDim +
-                                           col0 + col, r < rows);
-    cp_async_16_or_zero(&st.z[r][col], static_cast<const bf16*>(p.z) + int64_t(row) * p.z_row_stride +
-                                           head * kDim + col0 + col, r < rows);
-  }
+  const bf16* k = static_cast<const bf16*>(p.qkv) + int64_t(row0) * p.qkv_row_stride +
+                  (p.key_heads + head / kRatio) * kDim;
+  const int64_t head_row = int64_t(row0) * p.value_heads + head;  // [tokens, Hv, ...] workspace rows
+  copy_rows<kChunk, kDim>(&st.w[0][0], kLdDim, static_cast<const bf16*>(p.w) + head_row * kDim,
+                          int64_t(p.value_heads) * kDim, rows, tid);
+  copy_rows<kChunk, kDim>(&st.k[0][0], kLdDim, k, p.qkv_row_stride, rows, tid);
+  copy_rows<kChunk, kCols>(&st.u[0][0], kLdCols, static_cast<const bf16*>(p.u) + head_row * kDim + col0,
+                           int64_t(p.value_heads) * kDim, rows, tid);
   if (tid < kChunk) {
-    cp_async_16_or_zero(&st.scales[tid],
-                        p.scales + (int64_t(row0 + (tid < rows ? tid : 0)) * p.value_heads + head) * 4, tid < rows);
+    cp_async_16_or_zero(&st.scales[tid], p.scales + (head_row + int64_t(tid < rows ? tid : 0) * p.value_heads) * 4,
+                        tid < rows);
   }
 }
 
@@ -332,7 +317,7 @@ __device__ __forceinline__ void for_each_state_element(float (&s)[kCols / 8][4],
   }
 }
 
-__device__ __forceinline__ void store_state_bf16(ScanSmem& sm, float (&s)[kCols / 8][4], int warp, int lane) {
+__device__ __forceinline__ void store_state_bf16(StateSmem& sm, float (&s)[kCols / 8][4], int warp, int lane) {
 #pragma unroll
   for (int nt = 0; nt < kCols / 8; ++nt) {
 #pragma unroll
@@ -343,117 +328,76 @@ __device__ __forceinline__ void store_state_bf16(ScanSmem& sm, float (&s)[kCols 
   }
 }
 
-__global__ void __launch_bounds__(kThreads, 1) gdn_prefill_scan_kernel(const GdnPrefillParams p) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+__global__ void __launch_bounds__(kThreads) gdn_prefill_state_kernel(const GdnPrefillParams p) {
   extern __shared__ __align__(16) unsigned char smem_bytes[];
-  ScanSmem& sm = *reinterpret_cast<ScanSmem*>(smem_bytes);
-  namespace cg = cooperative_groups;
-  const cg::cluster_group cluster = cg::this_cluster();
-  const int rank = static_cast<int>(cluster.block_rank()), col0 = rank * kCols;
+  StateSmem& sm = *reinterpret_cast<StateSmem*>(smem_bytes);
+  const int col0 = blockIdx.x * kCols, head = blockIdx.y;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   // Chunk-row work: 16 rows (block) x 16 of the CTA's columns (group); state work: 16 key rows (warp).
-  const int block = warp % kRowBlocks, group = warp / kRowBlocks, part = rank * kColumnGroups + group;
+  const int block = warp % kRowBlocks, group = warp / kRowBlocks;
   constexpr int kGroupCols = kCols / kColumnGroups;
-  const int head = blockIdx.y;
   const Sequence seq = sequence(p, blockIdx.z);
-  if (seq.length == 0) return;  // the whole cluster: padding or an empty sequence keeps its state
+  if (seq.length == 0) return;  // padding or an empty sequence keeps its state
   const int chunks = (seq.length + kChunk - 1) / kChunk;
+  bf16* chunk_states = static_cast<bf16*>(p.chunk_states);
+  const int64_t first_chunk = chunk_index(seq, blockIdx.z);
 
-  load_stage(sm.stage[0], p, seq, 0, head, col0, tid);
+  load_state_stage(sm.stage[0], p, seq, 0, head, col0, tid);
   cp_async_commit();
 
   float* state = p.state + (int64_t(seq.slot) * p.value_heads + head) * kDim * kDim;  // [v][k]
   float s[kCols / 8][4];
   for_each_state_element(s, warp, lane, [&](float& x, int key, int col) { x = state[(col0 + col) * kDim + key]; });
   store_state_bf16(sm, s, warp, lane);
-  float norm_w[kGroupCols / 8][2];
-#pragma unroll
-  for (int nt = 0; nt < kGroupCols / 8; ++nt) {
-#pragma unroll
-    for (int e = 0; e < 2; ++e) {
-      norm_w[nt][e] = to_float(static_cast<const bf16*>(p.norm_weight)[col0 + kGroupCols * group + nt * 8 +
-                                                                      2 * (lane % 4) + e]);
-    }
-  }
-  cluster.sync();  // every CTA of the cluster runs before any writes into its shared memory
 
   for (int chunk = 0; chunk < chunks; ++chunk) {
     const int row0 = seq.start + chunk * kChunk, rows = min(kChunk, seq.length - chunk * kChunk);
-    const ScanStage& st = sm.stage[chunk & 1];
+    const StateStage& st = sm.stage[chunk & 1];
     cp_async_wait<0>();
-    __syncthreads();  // this chunk's rows are visible; the previous chunk is done with the other stage
-    if (chunk + 1 < chunks) load_stage(sm.stage[(chunk + 1) & 1], p, seq, chunk + 1, head, col0, tid);
+    __syncthreads();  // this chunk's rows and S are visible; the previous chunk is done with the other stage
+    if (chunk + 1 < chunks) load_state_stage(sm.stage[(chunk + 1) & 1], p, seq, chunk + 1, head, col0, tid);
     cp_async_commit();
 
-    // V' = U - W S and Q S for the warp's 16 rows x 16 columns.
-    float v[kGroupCols / 8][4] = {}, o[kGroupCols / 8][4] = {};
+    // The chunk-start state for the output kernel: [k][v] rows of this CTA's columns.
+    bf16* start_state = chunk_states + ((first_chunk + chunk) * p.value_heads + head) * kDim * kDim + col0;
+    for (int i = tid; i < kDim * kCols / 8; i += kThreads) {
+      const int key = i / (kCols / 8), col = i % (kCols / 8) * 8;
+      *reinterpret_cast<uint4*>(start_state + key * kDim + col) = *reinterpret_cast<const uint4*>(&sm.state[key][col]);
+    }
+
+    // V' = U - W S for the warp's 16 rows x 16 columns.
+    float v[kGroupCols / 8][4] = {};
 #pragma unroll
     for (int k0 = 0; k0 < kDim; k0 += 16) {
-      FragA aw, aq;
+      FragA a;
       FragB2 b;
-      load_a(aw, &st.w[0][0], kLdDim, 16 * block, k0, lane);
-      load_a(aq, &st.q[0][0], kLdDim, 16 * block, k0, lane);
+      load_a(a, &st.w[0][0], kLdDim, 16 * block, k0, lane);
       load_b_kn(b, &sm.state[0][0], kLdCols, k0, kGroupCols * group, lane);
-      mma(v[0], aw, b, 0);
-      mma(v[1], aw, b, 1);
-      mma(o[0], aq, b, 0);
-      mma(o[1], aq, b, 1);
+      mma(v[0], a, b, 0);
+      mma(v[1], a, b, 1);
     }
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       const int i = 16 * block + lane / 4 + 8 * half;
-      const float4 scale = st.scales[i];
+      const float kscale = st.scales[i].y;
 #pragma unroll
       for (int nt = 0; nt < kGroupCols / 8; ++nt) {
         const int col = kGroupCols * group + nt * 8 + 2 * (lane % 4);
         const float2 u = unpack_bf16(*reinterpret_cast<const unsigned*>(&st.u[i][col]));
         const float v0 = u.x - v[nt][2 * half], v1 = u.y - v[nt][2 * half + 1];
         *reinterpret_cast<unsigned*>(&sm.written[i][col]) = pack_bf16(v0, v1);
-        *reinterpret_cast<unsigned*>(&sm.written_k[i][col]) = pack_bf16(v0 * scale.y, v1 * scale.y);
-        o[nt][2 * half] *= scale.x;
-        o[nt][2 * half + 1] *= scale.x;
+        *reinterpret_cast<unsigned*>(&sm.written_k[i][col]) = pack_bf16(v0 * kscale, v1 * kscale);
       }
     }
-    __syncthreads();  // V' complete; every warp is done reading the state's bf16 copy
+    __syncthreads();  // V' complete; every thread is done reading the state's bf16 copy
 
-    // O += P V' (P is zero right of the diagonal block).
-#pragma unroll
-    for (int k0 = 0; k0 < kChunk; k0 += 16) {
-      if (k0 <= 16 * block) {
-        FragA a;
-        FragB2 b;
-        load_a(a, &st.p[0][0], kLdChunk, 16 * block, k0, lane);
-        load_b_kn(b, &sm.written[0][0], kLdCols, k0, kGroupCols * group, lane);
-        mma(o[0], a, b, 0);
-        mma(o[1], a, b, 1);
-      }
+    // V' replaces U in the workspace (this CTA's columns; U of this chunk is already in shared memory).
+    for (int i = tid; i < rows * kCols / 8; i += kThreads) {
+      const int r = i / (kCols / 8), col = i % (kCols / 8) * 8;
+      *reinterpret_cast<uint4*>(static_cast<bf16*>(p.u) + (int64_t(row0 + r) * p.value_heads + head) * kDim + col0 +
+                                col) = *reinterpret_cast<const uint4*>(&sm.written[r][col]);
     }
-    // o is rounded to bf16 where the unfused model stores it; each token's partial sum of squares goes to every
-    // CTA of the cluster (the norm spans the head's 128 columns).
-    float sum_sq[2];
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      float sum = 0.f;
-#pragma unroll
-      for (int nt = 0; nt < kGroupCols / 8; ++nt) {
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const float x = round_to<bf16>(o[nt][2 * half + e]);
-          o[nt][2 * half + e] = x;
-          sum += x * x;
-        }
-      }
-      sum_sq[half] = group_sum<4>(sum);
-    }
-    if (lane % 4 == 0) {
-#pragma unroll
-      for (int peer = 0; peer < kSplit; ++peer) {
-        float* dst = cluster.map_shared_rank(&sm.sum_sq[chunk & 1][part][0], peer);
-        dst[16 * block + lane / 4] = sum_sq[0];
-        dst[16 * block + lane / 4 + 8] = sum_sq[1];
-      }
-    }
-    // S = gamma S + K^T diag(kscale) V', while the sums travel (the release below then finds them done).
+    // S = gamma S + K^T diag(kscale) V'.
     const float gamma = __expf(st.scales[rows - 1].z);
     for_each_state_element(s, warp, lane, [&](float& x, int, int) { x *= gamma; });
 #pragma unroll
@@ -469,37 +413,141 @@ __global__ void __launch_bounds__(kThreads, 1) gdn_prefill_scan_kernel(const Gdn
       }
     }
     store_state_bf16(sm, s, warp, lane);
+  }
+  for_each_state_element(s, warp, lane, [&](float& x, int key, int col) { state[(col0 + col) * kDim + key] = x; });
+}
 
-    cluster_arrive();
-    cluster_wait();
+// ---- output: a CTA per (chunk, value head, sequence), all chunks at once ---------------------------------
+//   O = diag(qscale) Q S_c + P V',   out = rmsnorm(O) w silu(z)
 
-    // out = rmsnorm(o) * w * silu(z), with the unfused model's bf16 roundings.
+struct OutputSmem {
+  bf16 q[kChunk][kLdDim];  // raw q rows of the key head; then the gated output rows
+  bf16 state[kDim][kLdDim];  // the chunk-start state S_c [k][v]
+  bf16 p[kChunk][kLdChunk];
+  bf16 v[kChunk][kLdDim];  // V'
+  bf16 z[kChunk][kLdDim];
+  float qscale[kChunk];
+  float sum_sq[kColumnGroups][kChunk];  // per token, each column group's sum of o^2
+};
+
+__global__ void __launch_bounds__(kThreads) gdn_prefill_output_kernel(const GdnPrefillParams p) {
+  extern __shared__ __align__(16) unsigned char smem_bytes[];
+  OutputSmem& sm = *reinterpret_cast<OutputSmem*>(smem_bytes);
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  // A warp owns 16 rows (block) x 64 value columns (group).
+  const int block = warp % kRowBlocks, group = warp / kRowBlocks;
+  constexpr int kGroupCols = kDim / kColumnGroups;
+  const int head = blockIdx.y;
+  const Sequence seq = sequence(p, blockIdx.z);
+  const int64_t first_chunk = chunk_index(seq, blockIdx.z);
+  float norm_w[kGroupCols / 8][2];
+#pragma unroll
+  for (int nt = 0; nt < kGroupCols / 8; ++nt) {
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      norm_w[nt][e] = to_float(static_cast<const bf16*>(p.norm_weight)[kGroupCols * group + nt * 8 + 2 * (lane % 4) + e]);
+    }
+  }
+
+  for (int chunk = blockIdx.x; chunk * kChunk < seq.length; chunk += gridDim.x) {
+    const int row0 = seq.start + chunk * kChunk, rows = min(kChunk, seq.length - chunk * kChunk);
+    const int64_t head_row = int64_t(row0) * p.value_heads + head, workspace_stride = int64_t(p.value_heads) * kDim;
+    __syncthreads();  // the previous chunk is done with shared memory
+    // Q S_c's operands first, the rest in a second group that lands while Q S_c runs.
+    copy_rows<kChunk, kDim>(&sm.q[0][0], kLdDim, static_cast<const bf16*>(p.qkv) + int64_t(row0) * p.qkv_row_stride +
+                            head / kRatio * kDim, p.qkv_row_stride, rows, tid);
+    copy_rows<kDim, kDim>(&sm.state[0][0], kLdDim, static_cast<const bf16*>(p.chunk_states) +
+                          ((first_chunk + chunk) * p.value_heads + head) * kDim * kDim, kDim, kDim, tid);
+    cp_async_commit();
+    copy_rows<kChunk, kChunk>(&sm.p[0][0], kLdChunk, static_cast<const bf16*>(p.p) + head_row * kChunk,
+                              int64_t(p.value_heads) * kChunk, rows, tid);
+    copy_rows<kChunk, kDim>(&sm.v[0][0], kLdDim, static_cast<const bf16*>(p.u) + head_row * kDim, workspace_stride,
+                            rows, tid);
+    copy_rows<kChunk, kDim>(&sm.z[0][0], kLdDim, static_cast<const bf16*>(p.z) + int64_t(row0) * p.z_row_stride +
+                            head * kDim, p.z_row_stride, rows, tid);
+    cp_async_commit();
+    if (tid < kChunk) sm.qscale[tid] = tid < rows ? p.scales[(head_row + int64_t(tid) * p.value_heads) * 4] : 0.f;
+    cp_async_wait<1>();
+    __syncthreads();
+
+    float o[kGroupCols / 8][4] = {};
+#pragma unroll
+    for (int k0 = 0; k0 < kDim; k0 += 16) {
+      FragA a;
+      load_a(a, &sm.q[0][0], kLdDim, 16 * block, k0, lane);
+#pragma unroll
+      for (int np = 0; np < kGroupCols / 16; ++np) {
+        FragB2 b;
+        load_b_kn(b, &sm.state[0][0], kLdDim, k0, kGroupCols * group + 16 * np, lane);
+        mma(o[2 * np], a, b, 0);
+        mma(o[2 * np + 1], a, b, 1);
+      }
+    }
+#pragma unroll
+    for (int nt = 0; nt < kGroupCols / 8; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) o[nt][e] *= sm.qscale[16 * block + lane / 4 + 8 * (e / 2)];
+    }
+    cp_async_wait<0>();
+    __syncthreads();
+    // O += P V' (P is zero right of the diagonal block).
+#pragma unroll
+    for (int k0 = 0; k0 < kChunk; k0 += 16) {
+      if (k0 <= 16 * block) {
+        FragA a;
+        load_a(a, &sm.p[0][0], kLdChunk, 16 * block, k0, lane);
+#pragma unroll
+        for (int np = 0; np < kGroupCols / 16; ++np) {
+          FragB2 b;
+          load_b_kn(b, &sm.v[0][0], kLdDim, k0, kGroupCols * group + 16 * np, lane);
+          mma(o[2 * np], a, b, 0);
+          mma(o[2 * np + 1], a, b, 1);
+        }
+      }
+    }
+    // o is rounded to bf16 where the unfused model stores it; the norm spans both column groups.
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      float sum = 0.f;
+#pragma unroll
+      for (int nt = 0; nt < kGroupCols / 8; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const float x = round_to<bf16>(o[nt][2 * half + e]);
+          o[nt][2 * half + e] = x;
+          sum += x * x;
+        }
+      }
+      sum = group_sum<4>(sum);
+      if (lane % 4 == 0) sm.sum_sq[group][16 * block + lane / 4 + 8 * half] = sum;
+    }
+    __syncthreads();  // the sums are complete; every warp is done reading q (its rows now take the output)
+
+    // out = rmsnorm(o) * w * silu(z), with the unfused model's bf16 roundings, staged for row-wide stores.
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       const int i = 16 * block + lane / 4 + 8 * half;
-      float total = 0.f;
-#pragma unroll
-      for (int r = 0; r < kNormParts; ++r) total += sm.sum_sq[chunk & 1][r][i];
-      const float inv_rms = rsqrtf(total * (1.f / kDim) + p.eps);
-      if (i >= rows) continue;
-      unsigned* out = reinterpret_cast<unsigned*>(static_cast<bf16*>(p.out) + int64_t(row0 + i) * p.out_row_stride +
-                                                  head * kDim + col0 + kGroupCols * group);
+      const float inv_rms = rsqrtf((sm.sum_sq[0][i] + sm.sum_sq[1][i]) * (1.f / kDim) + p.eps);
 #pragma unroll
       for (int nt = 0; nt < kGroupCols / 8; ++nt) {
-        const int col = nt * 8 + 2 * (lane % 4);
-        const float2 z = unpack_bf16(*reinterpret_cast<const unsigned*>(&st.z[i][kGroupCols * group + col]));
+        const int col = kGroupCols * group + nt * 8 + 2 * (lane % 4);
+        const float2 z = unpack_bf16(*reinterpret_cast<const unsigned*>(&sm.z[i][col]));
         float y[2];
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
           const float normed = round_to<bf16>(round_to<bf16>(o[nt][2 * half + e] * inv_rms) * norm_w[nt][e]);
           y[e] = normed * silu(e == 0 ? z.x : z.y);
         }
-        out[col / 2] = pack_bf16(y[0], y[1]);
+        *reinterpret_cast<unsigned*>(&sm.q[i][col]) = pack_bf16(y[0], y[1]);
       }
     }
+    __syncthreads();
+    bf16* out = static_cast<bf16*>(p.out) + int64_t(row0) * p.out_row_stride + head * kDim;
+    for (int i = tid; i < rows * kDim / 8; i += kThreads) {
+      const int r = i / (kDim / 8), col = i % (kDim / 8) * 8;
+      *reinterpret_cast<uint4*>(out + int64_t(r) * p.out_row_stride + col) = *reinterpret_cast<const uint4*>(&sm.q[r][col]);
+    }
   }
-  for_each_state_element(s, warp, lane, [&](float& x, int key, int col) { state[(col0 + col) * kDim + key] = x; });
-#endif
 }
 
 }  // namespace gdn_prefill

@@ -127,10 +127,10 @@ def causal_conv1d_varlen(x: torch.Tensor, weight: torch.Tensor, conv_state: torc
 
 def _gdn_prefill_kernel_fits(qkvz: torch.Tensor, recurrent_state: torch.Tensor, slots: torch.Tensor,
                              cu_seqlens: torch.Tensor) -> bool:
-    """The kernels' scope: bf16 activations, fp32 state, 128-wide heads, clusters (sm90+)."""
+    """The kernels' scope: bf16 activations, fp32 state, 128-wide heads, sm80+."""
     return (HAS_KERNELS and qkvz.is_cuda and qkvz.dtype == torch.bfloat16 and recurrent_state.dtype == torch.float32
             and recurrent_state.shape[-2:] == (GDN_HEAD_DIM, GDN_HEAD_DIM) and slots.dtype == torch.int32
-            and cu_seqlens.dtype == torch.int32 and torch.cuda.get_device_capability(qkvz.device)[0] >= 9)
+            and cu_seqlens.dtype == torch.int32 and torch.cuda.get_device_capability(qkvz.device)[0] >= 8)
 
 
 def gdn_prefill(qkvz: torch.Tensor, ba: torch.Tensor, conv_state: torch.Tensor, recurrent_state: torch.Tensor,
