@@ -10,9 +10,10 @@ namespace {
 
 constexpr int kWidth = 4;  // taps
 constexpr int kVec = 8;  // channels per thread: one 16-byte vector of a 16-bit dtype
-constexpr int kChunk = 32;  // tokens per thread: the window's 3 extra rows per chunk come from L2
-constexpr int kBatch = 8;  // rows loaded before the first is used
+constexpr int kTokens = 8;  // tokens per thread: its rows and the window before them load at once (the
+                            // window's rows are a neighbour's too: L2 hits)
 constexpr int kThreads = 128;
+constexpr int kMinBlocks = 4;  // per SM: caps registers at 128 (no spills) for 11 rows in flight per thread
 
 // Input row p of sequence [start, end) at channels c..c+7: x itself, or the slot's conv state before start.
 template <typename T>
@@ -31,13 +32,34 @@ __device__ __forceinline__ int valid_slot(const CausalConv1dParams& p, int seq) 
   return slot >= 0 && slot < p.num_slots ? slot : -1;
 }
 
-// Thread: kVec channels x kChunk tokens of the flattened batch, crossing sequence boundaries as it goes.
+// Thread: kVec channels x kTokens tokens of the flattened batch, crossing sequence boundaries as it goes.
 template <typename T>
-__global__ void __launch_bounds__(kThreads) causal_conv1d_varlen_kernel(const CausalConv1dParams p) {
+__global__ void __launch_bounds__(kThreads, kMinBlocks) causal_conv1d_varlen_kernel(const CausalConv1dParams p) {
   const int c = (blockIdx.x * kThreads + threadIdx.x) * kVec;
   if (c >= p.channels) return;
-  const int t_begin = blockIdx.y * kChunk, t_end = min(t_begin + kChunk, p.tokens);
+  const int t_begin = blockIdx.y * kTokens, t_end = min(t_begin + kTokens, p.tokens);
 
+  // The sequence holding t_begin: the last s with cu_seqlens[s] <= t_begin.
+  int lo = 0, hi = p.seqs - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (p.cu_seqlens[mid] <= t_begin) lo = mid; else hi = mid - 1;
+  }
+  int seq = lo, start = p.cu_seqlens[seq], end = p.cu_seqlens[seq + 1], slot = valid_slot(p, seq);
+
+  // Every load is issued before the first use: the rows as raw words, then the first token's window.
+  unsigned rows[kTokens][kVec / 2];
+#pragma unroll
+  for (int i = 0; i < kTokens; ++i) {
+    if (t_begin + i < t_end) load_words(rows[i], static_cast<const T*>(p.x) + (t_begin + i) * p.x_row_stride + c);
+  }
+  float window[kWidth - 1][kVec];
+  bool fresh = true;  // the window must be (re)loaded for the current token
+  if (t_begin >= start && t_begin < end && slot >= 0) {
+#pragma unroll
+    for (int j = 0; j < kWidth - 1; ++j) load_history<T>(window[j], p, t_begin - (kWidth - 1) + j, start, slot, c);
+    fresh = false;
+  }
   float w[kWidth][kVec];
   {
     float taps[kWidth * kVec];  // channel-major: [c][j]
@@ -48,54 +70,39 @@ __global__ void __launch_bounds__(kThreads) causal_conv1d_varlen_kernel(const Ca
       for (int j = 0; j < kWidth; ++j) w[j][i] = taps[i * kWidth + j];
     }
   }
-  // The sequence holding t_begin: the last s with cu_seqlens[s] <= t_begin.
-  int lo = 0, hi = p.seqs - 1;
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) / 2;
-    if (p.cu_seqlens[mid] <= t_begin) lo = mid; else hi = mid - 1;
-  }
-  int seq = lo, start = p.cu_seqlens[seq], end = p.cu_seqlens[seq + 1], slot = valid_slot(p, seq);
-  bool fresh = true;  // the window must be (re)loaded for the current token
-  float window[kWidth - 1][kVec];
 
-  for (int base = t_begin; base < t_end; base += kBatch) {
-    float rows[kBatch][kVec];
 #pragma unroll
-    for (int i = 0; i < kBatch; ++i) {
-      if (base + i < t_end) load_float(rows[i], static_cast<const T*>(p.x) + (base + i) * p.x_row_stride + c);
+  for (int i = 0; i < kTokens; ++i) {
+    const int t = t_begin + i;
+    if (t >= t_end) break;
+    while (t >= end && seq + 1 < p.seqs) {  // empty sequences are passed over
+      ++seq;
+      start = end;
+      end = p.cu_seqlens[seq + 1];
+      slot = valid_slot(p, seq);
+      fresh = true;
     }
+    if (t < start || t >= end || slot < 0) continue;  // padding, or cu_seqlens not covering t
+    if (fresh) {
 #pragma unroll
-    for (int i = 0; i < kBatch; ++i) {
-      const int t = base + i;
-      if (t >= t_end) break;
-      while (t >= end && seq + 1 < p.seqs) {  // empty sequences are passed over
-        ++seq;
-        start = end;
-        end = p.cu_seqlens[seq + 1];
-        slot = valid_slot(p, seq);
-        fresh = true;
-      }
-      if (t < start || t >= end || slot < 0) continue;  // padding, or cu_seqlens not covering t
-      if (fresh) {
+      for (int j = 0; j < kWidth - 1; ++j) load_history<T>(window[j], p, t - (kWidth - 1) + j, start, slot, c);
+      fresh = false;
+    }
+    float x[kVec], y[kVec];
 #pragma unroll
-        for (int j = 0; j < kWidth - 1; ++j) load_history<T>(window[j], p, t - (kWidth - 1) + j, start, slot, c);
-        fresh = false;
-      }
-      float y[kVec];
+    for (int v = 0; v < kVec; ++v) {
+      x[v] = to_float(element_of<T>(rows[i][v / 2], v % 2));
+      float acc = w[kWidth - 1][v] * x[v];
 #pragma unroll
-      for (int v = 0; v < kVec; ++v) {
-        float acc = w[kWidth - 1][v] * rows[i][v];
+      for (int j = 0; j < kWidth - 1; ++j) acc += w[j][v] * window[j][v];
+      y[v] = silu(acc);
+    }
+    store_float(static_cast<T*>(p.out) + t * p.out_row_stride + c, y);
 #pragma unroll
-        for (int j = 0; j < kWidth - 1; ++j) acc += w[j][v] * window[j][v];
-        y[v] = silu(acc);
-      }
-      store_float(static_cast<T*>(p.out) + t * p.out_row_stride + c, y);
+    for (int v = 0; v < kVec; ++v) {
 #pragma unroll
-      for (int v = 0; v < kVec; ++v) {
-#pragma unroll
-        for (int j = 0; j < kWidth - 2; ++j) window[j][v] = window[j + 1][v];
-        window[kWidth - 2][v] = rows[i][v];
-      }
+      for (int j = 0; j < kWidth - 2; ++j) window[j][v] = window[j + 1][v];
+      window[kWidth - 2][v] = x[v];
     }
   }
 }
@@ -123,7 +130,7 @@ template <typename T>
 void run_causal_conv1d_varlen(const CausalConv1dParams& p, cudaStream_t stream) {
   const int channel_blocks = (p.channels / kVec + kThreads - 1) / kThreads;
   if (p.tokens > 0) {
-    causal_conv1d_varlen_kernel<T><<<dim3(channel_blocks, (p.tokens + kChunk - 1) / kChunk), kThreads, 0, stream>>>(p);
+    causal_conv1d_varlen_kernel<T><<<dim3(channel_blocks, (p.tokens + kTokens - 1) / kTokens), kThreads, 0, stream>>>(p);
     QN_CHECK_LAUNCH();
   }
   conv_state_update_kernel<T><<<dim3(channel_blocks, p.seqs), kThreads, 0, stream>>>(p);
