@@ -5,7 +5,8 @@
 #   bash benchmarks/gpu_session.sh [--only BENCH...]      (wheels of missing packages in .whl/)
 #
 # Env: QWEN3NEXT_CUDA_ARCHS (default 90a); SANITIZE=1 adds compute-sanitizer runs of the kernel
-# tests; FULL_BUILD=1 also checks the default three-architecture build; TESTS=cuda runs only the GPU tests, TESTS=0 none;
+# tests (SANITIZE_TESTS: which files, default all kernel tests); FULL_BUILD=1 also checks the default
+# three-architecture build; TESTS=cuda runs only the GPU tests, TESTS=0 none;
 # QWEN3NEXT_COMMIT=<sha> labels the results (write it out: the lent machine's copy of .git can be stale).
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
@@ -38,15 +39,6 @@ step benchmarks
 python3 -m benchmarks.run "$@" 2>&1 | tee "$OUT/bench.log"
 cp benchmarks/results/*.json benchmarks/results/*.md "$OUT/" 2>/dev/null
 
-if [ "${SANITIZE:-0}" = 1 ]; then
-  for tool in memcheck racecheck; do
-    step "compute-sanitizer $tool"
-    compute-sanitizer --tool $tool --error-exitcode 1 python3 -m pytest -q -m cuda tests/test_norm.py \
-      tests/test_gdn_decode.py tests/test_conv1d.py tests/test_gdn_prefill.py -k "not compile and not opcheck and not 1000_steps and not 4097 and not varlen_batch" >"$OUT/sanitizer_$tool.log" 2>&1
-    echo "$tool exit $?"; tail -3 "$OUT/sanitizer_$tool.log"
-  done
-fi
-
 if [ "${FULL_BUILD:-0}" = 1 ]; then
   step "default three-architecture build"
   rm -rf /tmp/fullbuild && mkdir /tmp/fullbuild
@@ -54,4 +46,13 @@ if [ "${FULL_BUILD:-0}" = 1 ]; then
       -q -w /tmp/fullbuild . ) >"$OUT/full_build.log" 2>&1
   echo "full build exit $?"; tail -4 "$OUT/full_build.log"
 fi
+if [ "${SANITIZE:-0}" = 1 ]; then
+  SANITIZE_TESTS=${SANITIZE_TESTS:-tests/test_norm.py tests/test_gdn_decode.py tests/test_conv1d.py tests/test_gdn_prefill.py}
+  for tool in memcheck racecheck; do
+    step "compute-sanitizer $tool"
+    compute-sanitizer --tool $tool --error-exitcode 1 python3 -m pytest -q -m cuda $SANITIZE_TESTS -k "not compile and not opcheck and not 1000_steps and not 4097 and not varlen_batch" >"$OUT/sanitizer_$tool.log" 2>&1
+    echo "$tool exit $?"; tail -3 "$OUT/sanitizer_$tool.log"
+  done
+fi
+
 step done

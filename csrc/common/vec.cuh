@@ -23,8 +23,7 @@ __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { re
 template <typename T>
 __device__ __forceinline__ float round_to(float x) { return to_float(from_float<T>(x)); }
 
-// Fast division: 1 + e^-x is >= 1, and past 2^126 (x < -87) the quotient's 0 is silu's value to fp32.
-__device__ __forceinline__ float silu(float x) { return __fdividef(x, 1.f + __expf(-x)); }
+__device__ __forceinline__ float silu(float x) { return x / (1.f + __expf(-x)); }
 
 // N contiguous elements of T, aligned so that one instruction moves them (up to 16 bytes).
 template <typename T, int N>

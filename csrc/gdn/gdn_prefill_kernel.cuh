@@ -25,6 +25,7 @@ constexpr int kDim = 128;  // key and value head size
 constexpr int kChunk = 64;  // tokens per chunk
 constexpr int kRatio = 2;  // value heads per key head
 constexpr int kCols = 32;  // value columns per `state` CTA
+constexpr int kStages = 3;  // `state` loads chunks this many - 1 ahead: one chunk's work hides less than a load
 constexpr int kThreads = 256;  // 8 warps: a warp owns 16 chunk rows (row block warp % 4) x a column group (warp / 4)
 constexpr int kWarps = kThreads / 32;
 constexpr int kRowBlocks = kChunk / 16, kColumnGroups = kWarps / kRowBlocks;
@@ -283,7 +284,7 @@ struct StateStage {  // one chunk's inputs, loaded while the previous chunk comp
 };
 
 struct StateSmem {
-  StateStage stage[2];
+  StateStage stage[kStages];
   bf16 state[kDim][kLdCols];  // S (key rows x this CTA's value columns) in bf16: the B operand of W S
   bf16 written[kChunk][kLdCols];  // V'
   bf16 written_k[kChunk][kLdCols];  // diag(kscale) V'
@@ -342,8 +343,10 @@ __global__ void __launch_bounds__(kThreads) gdn_prefill_state_kernel(const GdnPr
   bf16* chunk_states = static_cast<bf16*>(p.chunk_states);
   const int64_t first_chunk = chunk_index(seq, blockIdx.z);
 
-  load_state_stage(sm.stage[0], p, seq, 0, head, col0, tid);
-  cp_async_commit();
+  for (int chunk = 0; chunk < kStages - 1; ++chunk) {
+    if (chunk < chunks) load_state_stage(sm.stage[chunk], p, seq, chunk, head, col0, tid);
+    cp_async_commit();  // one group per chunk, empty past the end: the waits below count groups
+  }
 
   float* state = p.state + (int64_t(seq.slot) * p.value_heads + head) * kDim * kDim;  // [v][k]
   float s[kCols / 8][4];
@@ -352,10 +355,11 @@ __global__ void __launch_bounds__(kThreads) gdn_prefill_state_kernel(const GdnPr
 
   for (int chunk = 0; chunk < chunks; ++chunk) {
     const int row0 = seq.start + chunk * kChunk, rows = min(kChunk, seq.length - chunk * kChunk);
-    const StateStage& st = sm.stage[chunk & 1];
-    cp_async_wait<0>();
-    __syncthreads();  // this chunk's rows and S are visible; the previous chunk is done with the other stage
-    if (chunk + 1 < chunks) load_state_stage(sm.stage[(chunk + 1) & 1], p, seq, chunk + 1, head, col0, tid);
+    const StateStage& st = sm.stage[chunk % kStages];
+    cp_async_wait<kStages - 2>();
+    __syncthreads();  // this chunk's rows and S are visible; the previous chunk is done with its stage
+    const int ahead = chunk + kStages - 1;  // into the stage the previous chunk used
+    if (ahead < chunks) load_state_stage(sm.stage[ahead % kStages], p, seq, ahead, head, col0, tid);
     cp_async_commit();
 
     // The chunk-start state for the output kernel: [k][v] rows of this CTA's columns.
