@@ -76,9 +76,9 @@ void gdn_prefill(at::Tensor& out, at::Tensor& recurrent_state, const at::Tensor&
 
   // Workspace passed between the three kernels (stream-ordered through the caching allocator).
   const auto bf16 = qkv.options().dtype(at::kBFloat16);
-  const at::Tensor w = at::empty({tokens, value_heads, kHeadDim}, bf16);
-  const at::Tensor u = at::empty({tokens, value_heads, kHeadDim}, bf16);
+  const at::Tensor t = at::empty({tokens, value_heads, kChunk}, bf16);
   const at::Tensor p_intra = at::empty({tokens, value_heads, kChunk}, bf16);
+  const at::Tensor v_new = at::empty({tokens, value_heads, kHeadDim}, bf16);
   const at::Tensor scales = at::empty({tokens, value_heads, 4}, qkv.options().dtype(at::kFloat));
   const at::Tensor chunk_states = at::empty({(tokens + kChunk - 1) / kChunk + seqs, value_heads, kHeadDim, kHeadDim}, bf16);
 
@@ -97,10 +97,10 @@ void gdn_prefill(at::Tensor& out, at::Tensor& recurrent_state, const at::Tensor&
   p.state = recurrent_state.data_ptr<float>();
   p.cu_seqlens = cu_seqlens.data_ptr<int32_t>();
   p.slots = slots.data_ptr<int32_t>();
-  p.w = w.data_ptr();
-  p.u = u.data_ptr();
+  p.t = t.data_ptr();
   p.p = p_intra.data_ptr();
   p.scales = scales.data_ptr<float>();
+  p.v_new = v_new.data_ptr();
   p.chunk_states = chunk_states.data_ptr();
   p.eps = static_cast<float>(eps);
   p.tokens = static_cast<int>(tokens);

@@ -1,12 +1,12 @@
 // Device code of the chunked Gated DeltaNet prefill (see gdn_prefill.h for the algorithm's outline).
 //
 // Per value head and 64-token chunk, with c the cumulative sum of g inside the chunk, k^ = k / |k| and
-// q^ = q / |q| / sqrt(128): the written values of the chunk are V' = U - W S with
-//   A = tril(diag(beta) (K^ K^T^ * D), -1),  D[i][j] = exp(c_i - c_j),  T = (I + A)^-1,
-//   W = T diag(beta exp(c)) K^,  U = T diag(beta) V,
+// q^ = q / |q| / sqrt(128): the written values of the chunk are
+//   V' = T diag(beta) (V - diag(exp(c)) K^ S),  A = tril(diag(beta) (K^ K^T^ * D), -1),  D[i][j] = exp(c_i - c_j),
+//   T = (I + A)^-1  (the WY form's U - W S with U = T diag(beta) V, W = T diag(beta exp(c)) K^, not materialised),
 // then O = diag(exp(c)) Q^ S + (Q^ K^T^ * D, j <= i) V' and S = exp(c_last) S + (K^ * exp(c_last - c))^T V'.
-// The 1/|q|, 1/|k| and decay factors are folded into per-row scales (qscale, kscale) and into T's columns,
-// so the tensor cores read the raw bf16 q, k and v rows as they are.
+// The 1/|q|, 1/|k| and decay factors are folded into per-row scales (qscale, kscale, wscale) and into T's
+// columns, so the tensor cores read the raw bf16 q, k and v rows as they are.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -31,7 +31,7 @@ constexpr int kWarps = kThreads / 32;
 constexpr int kRowBlocks = kChunk / 16, kColumnGroups = kWarps / kRowBlocks;
 constexpr float kL2NormEps = 1e-6f;
 // Padded row strides (elements): rows of an odd number of 16-byte units keep ldmatrix free of bank conflicts.
-constexpr int kLdDim = kDim + 8, kLdChunk = kChunk + 8, kLdCols = kCols + 8, kLdV = kRatio * kDim + 8;
+constexpr int kLdDim = kDim + 8, kLdChunk = kChunk + 8, kLdCols = kCols + 8;
 constexpr int kLdSolve = kChunk + 4;  // fp32 rows of the triangular solve
 static_assert(kColumnGroups == 2 && kWarps * 16 == kDim, "two column groups; a warp owns 16 state rows");
 
@@ -64,11 +64,8 @@ __device__ __forceinline__ void copy_rows(bf16* dst, int ld, const bf16* src, in
 struct PrepareSmem {
   bf16 q[kChunk][kLdDim];  // raw q rows of the key head (zeros past the sequence)
   bf16 k[kChunk][kLdDim];
-  bf16 v[kChunk][kLdV];  // raw v rows of both value heads
   float solve[kChunk][kLdSolve];  // A, then T = (I + A)^-1 in place
   float partial[16][3 * 16 + 4];  // one row block's sums A_ik T_kj of the solve
-  bf16 tw[kChunk][kLdChunk];  // T diag(beta exp(c) / |k|): W = tw K
-  bf16 tu[kChunk][kLdChunk];  // T diag(beta): U = tu V
   float inv_norm_q[kChunk], inv_norm_k[kChunk];
   float beta[kRatio][kChunk], cum_g[kRatio][kChunk];
 };
@@ -114,39 +111,6 @@ __device__ __forceinline__ void invert_unit_lower(PrepareSmem& sm, int tid) {
   }
 }
 
-// dst rows of the chunk ([tokens, Hv, 128] bf16) = a_tile (lower triangular 64 x 64) times b_tile (64 x 128,
-// row-major [token][column]): the warp's 16 rows x 64 columns.
-__device__ __forceinline__ void store_lower_product(const bf16* a_tile, const bf16* b_tile, int ldb, bf16* dst,
-                                                    int row0, int rows, int head, int value_heads, int warp,
-                                                    int lane) {
-  const int block = warp % kRowBlocks, col0 = warp / kRowBlocks * (kDim / kColumnGroups);
-  float acc[kDim / kColumnGroups / 8][4] = {};
-#pragma unroll
-  for (int k0 = 0; k0 < kChunk; k0 += 16) {
-    if (k0 <= 16 * block) {  // T is zero right of the diagonal block
-      FragA a;
-      load_a(a, a_tile, kLdChunk, 16 * block, k0, lane);
-#pragma unroll
-      for (int np = 0; np < kDim / kColumnGroups / 16; ++np) {
-        FragB2 b;
-        load_b_kn(b, b_tile, ldb, k0, col0 + 16 * np, lane);
-        mma(acc[2 * np], a, b, 0);
-        mma(acc[2 * np + 1], a, b, 1);
-      }
-    }
-  }
-#pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const int i = 16 * block + lane / 4 + 8 * half;
-    if (i >= rows) continue;
-    unsigned* row = reinterpret_cast<unsigned*>(dst + (int64_t(row0 + i) * value_heads + head) * kDim + col0);
-#pragma unroll
-    for (int nt = 0; nt < kDim / kColumnGroups / 8; ++nt) {
-      row[nt * 4 + lane % 4] = pack_bf16(acc[nt][2 * half], acc[nt][2 * half + 1]);
-    }
-  }
-}
-
 __global__ void __launch_bounds__(kThreads) gdn_prefill_prepare_kernel(const GdnPrefillParams p) {
   extern __shared__ __align__(16) unsigned char smem_bytes[];
   PrepareSmem& sm = *reinterpret_cast<PrepareSmem*>(smem_bytes);
@@ -162,8 +126,6 @@ __global__ void __launch_bounds__(kThreads) gdn_prefill_prepare_kernel(const Gdn
     const bf16* chunk_rows = qkv + int64_t(row0) * p.qkv_row_stride;
     copy_rows<kChunk, kDim>(&sm.q[0][0], kLdDim, chunk_rows + key_head * kDim, p.qkv_row_stride, rows, tid);
     copy_rows<kChunk, kDim>(&sm.k[0][0], kLdDim, chunk_rows + key_dim + key_head * kDim, p.qkv_row_stride, rows, tid);
-    copy_rows<kChunk, kRatio * kDim>(&sm.v[0][0], kLdV, chunk_rows + 2 * key_dim + key_head * kRatio * kDim,
-                                     p.qkv_row_stride, rows, tid);
     cp_async_commit();
 
     // Gating while the rows land: a thread per (value head, token); g = 0 and beta = 0 past the sequence.
@@ -248,27 +210,20 @@ __global__ void __launch_bounds__(kThreads) gdn_prefill_prepare_kernel(const Gdn
       }
       __syncthreads();
       invert_unit_lower(sm, tid);
-      for (int o = tid; o < kChunk * kChunk / 2; o += kThreads) {
+      // Rows of T diag(beta), a warp per row (128 contiguous bytes).
+      for (int o = tid; o < rows * kChunk / 2; o += kThreads) {
         const int r = o / (kChunk / 2), col = o % (kChunk / 2) * 2;
-        float tu[2], tw[2];
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          tu[e] = sm.solve[r][col + e] * sm.beta[j][col + e];
-          tw[e] = tu[e] * __expf(cum[col + e]) * sm.inv_norm_k[col + e];
-        }
-        *reinterpret_cast<unsigned*>(&sm.tu[r][col]) = pack_bf16(tu[0], tu[1]);
-        *reinterpret_cast<unsigned*>(&sm.tw[r][col]) = pack_bf16(tw[0], tw[1]);
+        *reinterpret_cast<unsigned*>(static_cast<bf16*>(p.t) + (int64_t(row0 + r) * p.value_heads + head) * kChunk +
+                                     col) =
+            pack_bf16(sm.solve[r][col] * sm.beta[j][col], sm.solve[r][col + 1] * sm.beta[j][col + 1]);
       }
-      __syncthreads();
-      store_lower_product(&sm.tw[0][0], &sm.k[0][0], kLdDim, static_cast<bf16*>(p.w), row0, rows, head,
-                          p.value_heads, warp, lane);
-      store_lower_product(&sm.tu[0][0], &sm.v[0][j * kDim], kLdV, static_cast<bf16*>(p.u), row0, rows, head,
-                          p.value_heads, warp, lane);
       if (tid < rows) {
-        const float c = cum[tid], c_last = cum[rows - 1];
+        const float c = cum[tid], c_last = cum[rows - 1], e_c = __expf(c);
         *reinterpret_cast<float4*>(p.scales + (int64_t(row0 + tid) * p.value_heads + head) * 4) =
-            make_float4(sm.inv_norm_q[tid] * q_scale * __expf(c), sm.inv_norm_k[tid] * __expf(c_last - c), c, 0.f);
+            make_float4(sm.inv_norm_q[tid] * q_scale * e_c, sm.inv_norm_k[tid] * __expf(c_last - c), c,
+                        sm.inv_norm_k[tid] * e_c);
       }
+      __syncthreads();  // T is read out before the next head's A replaces it
     }
   }
 }
@@ -276,16 +231,17 @@ __global__ void __launch_bounds__(kThreads) gdn_prefill_prepare_kernel(const Gdn
 // ---- state: a CTA per (kCols value columns, value head, sequence) walks the chunks in order ----------------
 // Value columns of the state evolve independently, so the CTAs of a head need no exchange.
 
-struct StateStage {  // one chunk's inputs, loaded while the previous chunk computes
-  bf16 w[kChunk][kLdDim];
+struct StateStage {  // one chunk's inputs, loaded while the previous chunks compute
   bf16 k[kChunk][kLdDim];  // raw k rows of the key head
-  bf16 u[kChunk][kLdCols];  // this CTA's columns
+  bf16 v[kChunk][kLdCols];  // raw v rows, this CTA's columns
+  bf16 t[kChunk][kLdChunk];  // T diag(beta)
   float4 scales[kChunk];
 };
 
 struct StateSmem {
   StateStage stage[kStages];
-  bf16 state[kDim][kLdCols];  // S (key rows x this CTA's value columns) in bf16: the B operand of W S
+  bf16 state[kDim][kLdCols];  // S (key rows x this CTA's value columns) in bf16: the B operand of K S
+  bf16 residual[kChunk][kLdCols];  // V - diag(wscale) K S
   bf16 written[kChunk][kLdCols];  // V'
   bf16 written_k[kChunk][kLdCols];  // diag(kscale) V'
 };
@@ -293,14 +249,14 @@ struct StateSmem {
 __device__ __forceinline__ void load_state_stage(StateStage& st, const GdnPrefillParams& p, const Sequence& seq,
                                                  int chunk, int head, int col0, int tid) {
   const int row0 = seq.start + chunk * kChunk, rows = min(kChunk, seq.length - chunk * kChunk);
-  const bf16* k = static_cast<const bf16*>(p.qkv) + int64_t(row0) * p.qkv_row_stride +
-                  (p.key_heads + head / kRatio) * kDim;
+  const bf16* chunk_rows = static_cast<const bf16*>(p.qkv) + int64_t(row0) * p.qkv_row_stride;
   const int64_t head_row = int64_t(row0) * p.value_heads + head;  // [tokens, Hv, ...] workspace rows
-  copy_rows<kChunk, kDim>(&st.w[0][0], kLdDim, static_cast<const bf16*>(p.w) + head_row * kDim,
-                          int64_t(p.value_heads) * kDim, rows, tid);
-  copy_rows<kChunk, kDim>(&st.k[0][0], kLdDim, k, p.qkv_row_stride, rows, tid);
-  copy_rows<kChunk, kCols>(&st.u[0][0], kLdCols, static_cast<const bf16*>(p.u) + head_row * kDim + col0,
-                           int64_t(p.value_heads) * kDim, rows, tid);
+  copy_rows<kChunk, kDim>(&st.k[0][0], kLdDim, chunk_rows + (p.key_heads + head / kRatio) * kDim, p.qkv_row_stride,
+                          rows, tid);
+  copy_rows<kChunk, kCols>(&st.v[0][0], kLdCols, chunk_rows + (2 * p.key_heads + head) * kDim + col0,
+                           p.qkv_row_stride, rows, tid);
+  copy_rows<kChunk, kChunk>(&st.t[0][0], kLdChunk, static_cast<const bf16*>(p.t) + head_row * kChunk,
+                            int64_t(p.value_heads) * kChunk, rows, tid);
   if (tid < kChunk) {
     cp_async_16_or_zero(&st.scales[tid], p.scales + (head_row + int64_t(tid < rows ? tid : 0) * p.value_heads) * 4,
                         tid < rows);
@@ -369,16 +325,45 @@ __global__ void __launch_bounds__(kThreads) gdn_prefill_state_kernel(const GdnPr
       *reinterpret_cast<uint4*>(start_state + key * kDim + col) = *reinterpret_cast<const uint4*>(&sm.state[key][col]);
     }
 
-    // V' = U - W S for the warp's 16 rows x 16 columns.
-    float v[kGroupCols / 8][4] = {};
+    // The warp's 16 rows x 16 columns: R = V - diag(wscale) K S, then (after the barrier) V' = T diag(beta) R.
+    float x[kGroupCols / 8][4] = {};
+    const int col = kGroupCols * group + 2 * (lane % 4);  // + nt * 8
 #pragma unroll
     for (int k0 = 0; k0 < kDim; k0 += 16) {
       FragA a;
       FragB2 b;
-      load_a(a, &st.w[0][0], kLdDim, 16 * block, k0, lane);
+      load_a(a, &st.k[0][0], kLdDim, 16 * block, k0, lane);
       load_b_kn(b, &sm.state[0][0], kLdCols, k0, kGroupCols * group, lane);
-      mma(v[0], a, b, 0);
-      mma(v[1], a, b, 1);
+      mma(x[0], a, b, 0);
+      mma(x[1], a, b, 1);
+    }
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int i = 16 * block + lane / 4 + 8 * half;
+      const float wscale = st.scales[i].w;
+#pragma unroll
+      for (int nt = 0; nt < kGroupCols / 8; ++nt) {
+        const float2 v = unpack_bf16(*reinterpret_cast<const unsigned*>(&st.v[i][col + nt * 8]));
+        *reinterpret_cast<unsigned*>(&sm.residual[i][col + nt * 8]) =
+            pack_bf16(v.x - wscale * x[nt][2 * half], v.y - wscale * x[nt][2 * half + 1]);
+      }
+    }
+    __syncthreads();  // R complete; every thread is done reading the state's bf16 copy
+#pragma unroll
+    for (int nt = 0; nt < kGroupCols / 8; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) x[nt][e] = 0.f;
+    }
+#pragma unroll
+    for (int k0 = 0; k0 < kChunk; k0 += 16) {
+      if (k0 <= 16 * block) {  // T is zero right of the diagonal block
+        FragA a;
+        FragB2 b;
+        load_a(a, &st.t[0][0], kLdChunk, 16 * block, k0, lane);
+        load_b_kn(b, &sm.residual[0][0], kLdCols, k0, kGroupCols * group, lane);
+        mma(x[0], a, b, 0);
+        mma(x[1], a, b, 1);
+      }
     }
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
@@ -386,20 +371,18 @@ __global__ void __launch_bounds__(kThreads) gdn_prefill_state_kernel(const GdnPr
       const float kscale = st.scales[i].y;
 #pragma unroll
       for (int nt = 0; nt < kGroupCols / 8; ++nt) {
-        const int col = kGroupCols * group + nt * 8 + 2 * (lane % 4);
-        const float2 u = unpack_bf16(*reinterpret_cast<const unsigned*>(&st.u[i][col]));
-        const float v0 = u.x - v[nt][2 * half], v1 = u.y - v[nt][2 * half + 1];
-        *reinterpret_cast<unsigned*>(&sm.written[i][col]) = pack_bf16(v0, v1);
-        *reinterpret_cast<unsigned*>(&sm.written_k[i][col]) = pack_bf16(v0 * kscale, v1 * kscale);
+        const float v0 = x[nt][2 * half], v1 = x[nt][2 * half + 1];
+        *reinterpret_cast<unsigned*>(&sm.written[i][col + nt * 8]) = pack_bf16(v0, v1);
+        *reinterpret_cast<unsigned*>(&sm.written_k[i][col + nt * 8]) = pack_bf16(v0 * kscale, v1 * kscale);
       }
     }
-    __syncthreads();  // V' complete; every thread is done reading the state's bf16 copy
+    __syncthreads();  // V' complete
 
-    // V' replaces U in the workspace (this CTA's columns; U of this chunk is already in shared memory).
+    // V' of this CTA's columns for the output kernel.
     for (int i = tid; i < rows * kCols / 8; i += kThreads) {
-      const int r = i / (kCols / 8), col = i % (kCols / 8) * 8;
-      *reinterpret_cast<uint4*>(static_cast<bf16*>(p.u) + (int64_t(row0 + r) * p.value_heads + head) * kDim + col0 +
-                                col) = *reinterpret_cast<const uint4*>(&sm.written[r][col]);
+      const int r = i / (kCols / 8), c = i % (kCols / 8) * 8;
+      *reinterpret_cast<uint4*>(static_cast<bf16*>(p.v_new) + (int64_t(row0 + r) * p.value_heads + head) * kDim +
+                                col0 + c) = *reinterpret_cast<const uint4*>(&sm.written[r][c]);
     }
     // S = gamma S + K^T diag(kscale) V'.
     const float gamma = __expf(st.scales[rows - 1].z);
@@ -465,8 +448,8 @@ __global__ void __launch_bounds__(kThreads) gdn_prefill_output_kernel(const GdnP
     cp_async_commit();
     copy_rows<kChunk, kChunk>(&sm.p[0][0], kLdChunk, static_cast<const bf16*>(p.p) + head_row * kChunk,
                               int64_t(p.value_heads) * kChunk, rows, tid);
-    copy_rows<kChunk, kDim>(&sm.v[0][0], kLdDim, static_cast<const bf16*>(p.u) + head_row * kDim, workspace_stride,
-                            rows, tid);
+    copy_rows<kChunk, kDim>(&sm.v[0][0], kLdDim, static_cast<const bf16*>(p.v_new) + head_row * kDim,
+                            workspace_stride, rows, tid);
     copy_rows<kChunk, kDim>(&sm.z[0][0], kLdDim, static_cast<const bf16*>(p.z) + int64_t(row0) * p.z_row_stride +
                             head * kDim, p.z_row_stride, rows, tid);
     cp_async_commit();
