@@ -326,7 +326,7 @@ __global__ void __launch_bounds__(kThreads) gdn_prefill_state_kernel(const GdnPr
     }
 
     // The warp's 16 rows x 16 columns: R = V - diag(wscale) K S, then (after the barrier) V' = T diag(beta) R.
-    float x[kGroupCols / 8][4] = {};
+    float acc[kGroupCols / 8][4] = {};
     const int col = kGroupCols * group + 2 * (lane % 4);  // + nt * 8
 #pragma unroll
     for (int k0 = 0; k0 < kDim; k0 += 16) {
@@ -334,8 +334,8 @@ __global__ void __launch_bounds__(kThreads) gdn_prefill_state_kernel(const GdnPr
       FragB2 b;
       load_a(a, &st.k[0][0], kLdDim, 16 * block, k0, lane);
       load_b_kn(b, &sm.state[0][0], kLdCols, k0, kGroupCols * group, lane);
-      mma(x[0], a, b, 0);
-      mma(x[1], a, b, 1);
+      mma(acc[0], a, b, 0);
+      mma(acc[1], a, b, 1);
     }
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
@@ -345,14 +345,14 @@ __global__ void __launch_bounds__(kThreads) gdn_prefill_state_kernel(const GdnPr
       for (int nt = 0; nt < kGroupCols / 8; ++nt) {
         const float2 v = unpack_bf16(*reinterpret_cast<const unsigned*>(&st.v[i][col + nt * 8]));
         *reinterpret_cast<unsigned*>(&sm.residual[i][col + nt * 8]) =
-            pack_bf16(v.x - wscale * x[nt][2 * half], v.y - wscale * x[nt][2 * half + 1]);
+            pack_bf16(v.x - wscale * acc[nt][2 * half], v.y - wscale * acc[nt][2 * half + 1]);
       }
     }
     __syncthreads();  // R complete; every thread is done reading the state's bf16 copy
 #pragma unroll
     for (int nt = 0; nt < kGroupCols / 8; ++nt) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) x[nt][e] = 0.f;
+      for (int e = 0; e < 4; ++e) acc[nt][e] = 0.f;
     }
 #pragma unroll
     for (int k0 = 0; k0 < kChunk; k0 += 16) {
@@ -361,8 +361,8 @@ __global__ void __launch_bounds__(kThreads) gdn_prefill_state_kernel(const GdnPr
         FragB2 b;
         load_a(a, &st.t[0][0], kLdChunk, 16 * block, k0, lane);
         load_b_kn(b, &sm.residual[0][0], kLdCols, k0, kGroupCols * group, lane);
-        mma(x[0], a, b, 0);
-        mma(x[1], a, b, 1);
+        mma(acc[0], a, b, 0);
+        mma(acc[1], a, b, 1);
       }
     }
 #pragma unroll
@@ -371,7 +371,7 @@ __global__ void __launch_bounds__(kThreads) gdn_prefill_state_kernel(const GdnPr
       const float kscale = st.scales[i].y;
 #pragma unroll
       for (int nt = 0; nt < kGroupCols / 8; ++nt) {
-        const float v0 = x[nt][2 * half], v1 = x[nt][2 * half + 1];
+        const float v0 = acc[nt][2 * half], v1 = acc[nt][2 * half + 1];
         *reinterpret_cast<unsigned*>(&sm.written[i][col + nt * 8]) = pack_bf16(v0, v1);
         *reinterpret_cast<unsigned*>(&sm.written_k[i][col + nt * 8]) = pack_bf16(v0 * kscale, v1 * kscale);
       }
