@@ -24,4 +24,10 @@ void gdn_prefill(at::Tensor& out, at::Tensor& recurrent_state, const at::Tensor&
 void causal_conv1d_varlen(at::Tensor& out, at::Tensor& conv_state, const at::Tensor& x, const at::Tensor& weight,
                           const at::Tensor& cu_seqlens, const at::Tensor& slots);
 
+// moe/
+void moe_decode(at::Tensor& out, const at::Tensor& x, const at::Tensor& router_logits, const at::Tensor& gate_up,
+                const at::Tensor& down, const at::Tensor& shared_gate, const at::Tensor& shared_up,
+                const at::Tensor& shared_down, const at::Tensor& shared_expert_gate, int64_t top_k,
+                bool norm_topk_prob);
+
 }  // namespace qwen3next

@@ -24,7 +24,6 @@ from .reference import (  # noqa: F401  (ops without a kernel yet run the refere
     gated_delta_rule_chunked,
     gated_delta_rule_recurrent,
     gdn_gating,
-    moe,
     rope_cos_sin,
     router_topk,
 )
@@ -153,6 +152,33 @@ def gdn_prefill(qkvz: torch.Tensor, ba: torch.Tensor, conv_state: torch.Tensor, 
     return out
 
 
+# ---- sparse MoE block -----------------------------------------------------------------------------
+
+MOE_DECODE_MAX_TOKENS = 256  # the few-token kernels stream each selected expert once per 64 of its tokens
+
+
+def _moe_decode_fits(x: torch.Tensor, weights: reference.MoEWeights, top_k: int) -> bool:
+    """The few-token kernels' scope: bf16, up to MOE_DECODE_MAX_TOKENS tokens, <= 512 experts, top_k <= 16,
+    sizes in multiples of 32."""
+    experts, double_width, hidden = weights.gate_up.shape
+    return (HAS_KERNELS and x.is_cuda and x.dim() == 2 and 0 < x.shape[0] <= MOE_DECODE_MAX_TOKENS
+            and all(t.dtype == torch.bfloat16 for t in (x, *weights)) and experts <= 512
+            and 0 < top_k <= min(16, experts)
+            and hidden % 32 == 0 and double_width % 64 == 0 and weights.shared_gate.shape[0] % 32 == 0)
+
+
+def moe(x: torch.Tensor, weights: reference.MoEWeights, top_k: int, norm_topk_prob: bool) -> torch.Tensor:
+    if not _moe_decode_fits(x, weights, top_k):
+        return reference.moe(x, weights, top_k, norm_topk_prob)
+    x = x.contiguous()
+    out = torch.empty_like(x)
+    logits = torch.nn.functional.linear(x, weights.router)  # cuBLAS, in x's dtype as the reference
+    torch.ops.qwen3next.moe_decode(out, x, logits, weights.gate_up, weights.down, weights.shared_gate,
+                                   weights.shared_up, weights.shared_down, weights.shared_expert_gate, top_k,
+                                   norm_topk_prob)
+    return out
+
+
 # ---- fake (meta) implementations: the ops only write their preallocated outputs ------------------
 
 if HAS_KERNELS:
@@ -180,5 +206,10 @@ if HAS_KERNELS:
 
     @torch.library.register_fake("qwen3next::causal_conv1d_varlen")
     def _(out, conv_state, x, weight, cu_seqlens, slots):
+        return None
+
+    @torch.library.register_fake("qwen3next::moe_decode")
+    def _(out, x, router_logits, gate_up, down, shared_gate, shared_up, shared_down, shared_expert_gate, top_k,
+          norm_topk_prob):
         return None
 

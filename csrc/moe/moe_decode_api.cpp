@@ -1,0 +1,101 @@
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include <algorithm>
+#include <initializer_list>
+
+#include "common/checks.h"
+#include "moe/moe_decode.h"
+
+namespace qwen3next {
+
+namespace {
+// The kernels' limits: the route kernel keeps one expert per thread and a warp's lanes for the top-k; the
+// expert GEMMs move 32-wide k-blocks of 16 rows; the route kernel's shared memory bounds the tokens.
+constexpr int64_t kMaxExperts = 512, kMaxTopK = 16, kBlockK = 32, kMaxTokens = 1024;
+}  // namespace
+
+void moe_decode(at::Tensor& out, const at::Tensor& x, const at::Tensor& router_logits, const at::Tensor& gate_up,
+                const at::Tensor& down, const at::Tensor& shared_gate, const at::Tensor& shared_up,
+                const at::Tensor& shared_down, const at::Tensor& shared_expert_gate, int64_t top_k,
+                bool norm_topk_prob) {
+  QN_CHECK_CUDA(x);
+  const std::initializer_list<const at::Tensor*> tensors{&out, &x, &router_logits, &gate_up, &down, &shared_gate,
+                                                          &shared_up, &shared_down, &shared_expert_gate};
+  for (const at::Tensor* t : tensors) {
+    TORCH_CHECK(t->device() == x.device(), "moe_decode: all tensors must be on ", x.device(), ", got one on ",
+                t->device());
+    TORCH_CHECK(t->scalar_type() == at::kBFloat16, "moe_decode: every tensor must be bfloat16, got ",
+                t->scalar_type());
+    TORCH_CHECK(t->is_contiguous(), "moe_decode: every tensor must be contiguous");
+    TORCH_CHECK(reinterpret_cast<uintptr_t>(t->data_ptr()) % 16 == 0,
+                "moe_decode: every tensor must start on a 16-byte boundary");
+  }
+  TORCH_CHECK(x.dim() == 2, "moe_decode: x must be [tokens, hidden], got ", x.sizes());
+  const int64_t tokens = x.size(0), hidden = x.size(1);
+  TORCH_CHECK(gate_up.dim() == 3 && gate_up.size(2) == hidden && gate_up.size(1) % 2 == 0,
+              "moe_decode: gate_up must be [experts, 2 * width, ", hidden, "], got ", gate_up.sizes());
+  const int64_t experts = gate_up.size(0), width = gate_up.size(1) / 2;
+  QN_CHECK_SHAPE(down, experts, hidden, width);
+  TORCH_CHECK(shared_gate.dim() == 2 && shared_gate.size(1) == hidden, "moe_decode: shared_gate must be [width, ",
+              hidden, "], got ", shared_gate.sizes());
+  const int64_t shared_width = shared_gate.size(0);
+  QN_CHECK_SHAPE(shared_up, shared_width, hidden);
+  QN_CHECK_SHAPE(shared_down, hidden, shared_width);
+  TORCH_CHECK(shared_expert_gate.numel() == hidden, "moe_decode: shared_expert_gate must have ", hidden,
+              " elements, got ", shared_expert_gate.sizes());
+  QN_CHECK_SHAPE(router_logits, tokens, experts);
+  QN_CHECK_SHAPE(out, tokens, hidden);
+  TORCH_CHECK(experts >= 1 && experts <= kMaxExperts, "moe_decode: 1 to ", kMaxExperts, " experts, got ", experts);
+  TORCH_CHECK(top_k >= 1 && top_k <= std::min(kMaxTopK, experts), "moe_decode: top_k must be in [1, ",
+              std::min(kMaxTopK, experts), "], got ", top_k);
+  TORCH_CHECK(hidden % kBlockK == 0 && width % kBlockK == 0 && shared_width % kBlockK == 0,
+              "moe_decode: the hidden size and the expert widths must be multiples of ", kBlockK, ", got ", hidden,
+              ", ", width, " and ", shared_width);
+  TORCH_CHECK(tokens <= kMaxTokens, "moe_decode: at most ", kMaxTokens, " tokens, got ", tokens);
+  if (tokens == 0) return;
+
+  const c10::cuda::OptionalCUDAGuard guard(x.device());
+  // Workspace (stream-ordered through the caching allocator, so the op stays capturable).
+  const int64_t pairs = tokens * (top_k + 1), groups = std::min(experts, tokens * top_k) + 1;
+  const auto ints = x.options().dtype(at::kInt);
+  const at::Tensor token_weight = at::empty({tokens, top_k + 1}, x.options().dtype(at::kFloat));
+  const at::Tensor token_pair = at::empty({tokens, top_k + 1}, ints);
+  const at::Tensor pair_token = at::empty({pairs}, ints);
+  const at::Tensor group_expert = at::empty({groups}, ints);
+  const at::Tensor group_start = at::empty({groups + 1}, ints);
+  const at::Tensor num_groups = at::empty({1}, ints);
+  const at::Tensor hidden_act = at::empty({pairs, std::max(width, shared_width)}, x.options());
+  const at::Tensor expert_out = at::empty({pairs, hidden}, x.options().dtype(at::kFloat));
+
+  MoeDecodeParams p{};
+  p.x = x.data_ptr();
+  p.router_logits = router_logits.data_ptr();
+  p.gate_up = gate_up.data_ptr();
+  p.down = down.data_ptr();
+  p.shared_gate = shared_gate.data_ptr();
+  p.shared_up = shared_up.data_ptr();
+  p.shared_down = shared_down.data_ptr();
+  p.shared_expert_gate = shared_expert_gate.data_ptr();
+  p.out = out.data_ptr();
+  p.token_weight = token_weight.data_ptr<float>();
+  p.token_pair = token_pair.data_ptr<int32_t>();
+  p.pair_token = pair_token.data_ptr<int32_t>();
+  p.group_expert = group_expert.data_ptr<int32_t>();
+  p.group_start = group_start.data_ptr<int32_t>();
+  p.num_groups = num_groups.data_ptr<int32_t>();
+  p.hidden = hidden_act.data_ptr();
+  p.expert_out = expert_out.data_ptr<float>();
+  p.tokens = static_cast<int>(tokens);
+  p.hidden_size = static_cast<int>(hidden);
+  p.experts = static_cast<int>(experts);
+  p.expert_width = static_cast<int>(width);
+  p.shared_width = static_cast<int>(shared_width);
+  p.top_k = static_cast<int>(top_k);
+  p.max_groups = static_cast<int>(groups);
+  p.norm_topk_prob = norm_topk_prob;
+  run_moe_decode(p, c10::cuda::getCurrentCUDAStream());
+}
+
+}  // namespace qwen3next

@@ -1,0 +1,307 @@
+// Device code of the few-token MoE block (see moe_decode.h for the launches).
+//
+// Expert GEMMs (gate_up, down): a CTA owns 16 weight rows of one group's expert (for gate_up: 16 gate rows and
+// the same 16 up rows) and all the group's tokens, 64 per pass; its 4 warps split K (32-wide blocks, dealt
+// round-robin) and sum their partials through shared memory. The weights go straight from global memory into
+// mma.sync fragments: the dot product does not care in which order k is summed, so a thread loads 16 contiguous
+// bytes (k = 8t..8t+7 of a 32-wide block, t = lane % 4) of its rows and of its token's row, and the two halves
+// serve as the k-pairs (2t, 2t+1) and (2t+8, 2t+9) of two m16n8k16 steps on both operands alike. Every weight
+// byte is read once per pass, with kDepth blocks of loads in flight per warp.
+#pragma once
+
+#include <cuda_bf16.h>
+
+#include "common/mma.cuh"
+#include "common/vec.cuh"
+#include "moe/moe_decode.h"
+
+namespace qwen3next {
+namespace moe_decode {
+
+using bf16 = __nv_bfloat16;
+
+constexpr int kMaxExperts = 512, kMaxTopK = 16;
+constexpr int kRouteThreads = 512, kRouteWarps = kRouteThreads / 32;
+constexpr int kThreads = 128, kWarps = kThreads / 32;  // expert GEMMs
+constexpr int kTileRows = 16;  // weight rows per CTA (per matrix)
+constexpr int kBlockK = 32;  // k per fragment load: 4 threads x 8 elements
+constexpr int kTokenTiles = 8;  // 8 tokens each: 64 tokens per pass
+constexpr int kDepth = 4;  // k-blocks of weights loaded before the first is used
+static_assert(kMaxExperts <= kRouteThreads, "the route kernel scans one expert per thread");
+
+// ---- route: one CTA for the whole batch ----------------------------------------------------------------
+
+// Exclusive prefix sum over the CTA (kRouteThreads threads, one value each); `total` gets the sum.
+__device__ __forceinline__ int block_exclusive_scan(int value, int* warp_sums, int& total) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  int inclusive = value;
+#pragma unroll
+  for (int offset = 1; offset < 32; offset *= 2) {
+    const int other = __shfl_up_sync(0xffffffffu, inclusive, offset);
+    if (lane >= offset) inclusive += other;
+  }
+  if (lane == 31) warp_sums[warp] = inclusive;
+  __syncthreads();
+  int before = 0;
+  total = 0;
+  for (int w = 0; w < kRouteWarps; ++w) {
+    if (w < warp) before += warp_sums[w];
+    total += warp_sums[w];
+  }
+  __syncthreads();  // warp_sums may be reused
+  return before + inclusive - value;
+}
+
+// Dynamic shared memory: counts[E], offsets[E], pair_expert[N * top_k], pair_rank[N * top_k] (ints).
+__global__ void __launch_bounds__(kRouteThreads) moe_route_kernel(const MoeDecodeParams p) {
+  extern __shared__ int route_smem[];
+  __shared__ int warp_sums[kRouteWarps];
+  const int num_experts = p.experts, top_k = p.top_k, tokens = p.tokens, routed_pairs = tokens * top_k;
+  int* counts = route_smem;
+  int* offsets = counts + num_experts;
+  int* pair_expert = offsets + num_experts;
+  int* pair_rank = pair_expert + routed_pairs;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  for (int e = tid; e < num_experts; e += kRouteThreads) counts[e] = 0;
+  __syncthreads();
+
+  // A warp per token: softmax, top-k (largest first, ties to the lower id), renormalise; the shared gate.
+  constexpr int kPerLane = kMaxExperts / 32;
+  for (int token = warp; token < tokens; token += kRouteWarps) {
+    const bf16* logits = static_cast<const bf16*>(p.router_logits) + int64_t(token) * num_experts;
+    float prob[kPerLane];
+    float max_logit = -INFINITY;
+#pragma unroll
+    for (int i = 0; i < kPerLane; ++i) {
+      const int e = lane + 32 * i;
+      prob[i] = e < num_experts ? to_float(logits[e]) : -INFINITY;
+      max_logit = fmaxf(max_logit, prob[i]);
+    }
+#pragma unroll
+    for (int offset = 16; offset > 0; offset /= 2) {
+      max_logit = fmaxf(max_logit, __shfl_xor_sync(0xffffffffu, max_logit, offset));
+    }
+    float sum = 0.f;
+#pragma unroll
+    for (int i = 0; i < kPerLane; ++i) {
+      const bool valid = lane + 32 * i < num_experts;
+      const float unnormalised = valid ? expf(prob[i] - max_logit) : 0.f;
+      sum += unnormalised;
+      prob[i] = valid ? unnormalised : -2.f;  // never chosen
+    }
+    sum = group_sum<32>(sum);
+    const float inv_sum = 1.f / sum;
+    float my_weight = 0.f, chosen_sum = 0.f;
+    int my_expert = 0;
+    for (int k = 0; k < top_k; ++k) {
+      float best = -1.f;
+      int best_expert = num_experts;
+#pragma unroll
+      for (int i = 0; i < kPerLane; ++i) {
+        if (prob[i] > best) best = prob[i], best_expert = lane + 32 * i;  // ascending ids: the first max wins
+      }
+#pragma unroll
+      for (int offset = 16; offset > 0; offset /= 2) {
+        const float other = __shfl_xor_sync(0xffffffffu, best, offset);
+        const int other_expert = __shfl_xor_sync(0xffffffffu, best_expert, offset);
+        if (other > best || (other == best && other_expert < best_expert)) best = other, best_expert = other_expert;
+      }
+      best_expert = min(best_expert, num_experts - 1);  // NaN logits match nothing: garbage, but in bounds
+#pragma unroll
+      for (int i = 0; i < kPerLane; ++i) {
+        if (lane + 32 * i == best_expert) prob[i] = -1.f;  // taken (probabilities are >= 0)
+      }
+      const float weight = best * inv_sum;
+      chosen_sum += weight;
+      if (lane == k) my_weight = weight, my_expert = best_expert;
+    }
+    float gate = 0.f;  // shared_expert_gate . x
+    const bf16* x = static_cast<const bf16*>(p.x) + int64_t(token) * p.hidden_size;
+    for (int c = 8 * lane; c < p.hidden_size; c += 8 * 32) {
+      float xs[8], ws[8];
+      load_float<bf16, 8>(xs, x + c);
+      load_float<bf16, 8>(ws, static_cast<const bf16*>(p.shared_expert_gate) + c);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) gate += xs[i] * ws[i];
+    }
+    gate = group_sum<32>(gate);
+    float* weights = p.token_weight + int64_t(token) * (top_k + 1);
+    if (lane < top_k) {
+      weights[lane] = p.norm_topk_prob ? my_weight / chosen_sum : my_weight;
+      pair_expert[token * top_k + lane] = my_expert;
+      pair_rank[token * top_k + lane] = atomicAdd(&counts[my_expert], 1);  // order within an expert: any
+    }
+    if (lane == 0) weights[top_k] = 1.f / (1.f + expf(-gate));
+  }
+  __syncthreads();
+
+  // Groups: the experts with tokens, in id order, then the shared expert with every token.
+  const int count = tid < num_experts ? counts[tid] : 0;
+  int routed = 0, active = 0;
+  const int offset = block_exclusive_scan(count, warp_sums, routed);
+  const int group = block_exclusive_scan(count > 0, warp_sums, active);
+  if (tid < num_experts) {
+    offsets[tid] = offset;
+    if (count > 0) {
+      p.group_expert[group] = tid;
+      p.group_start[group] = offset;
+    }
+  }
+  if (tid == 0) {
+    p.group_expert[active] = num_experts;
+    p.group_start[active] = routed_pairs;
+    p.group_start[active + 1] = routed_pairs + tokens;
+    *p.num_groups = active + 1;
+  }
+  __syncthreads();
+  for (int i = tid; i < routed_pairs; i += kRouteThreads) {
+    const int token = i / top_k, k = i % top_k, position = offsets[pair_expert[i]] + pair_rank[i];
+    p.pair_token[position] = token;
+    p.token_pair[token * (top_k + 1) + k] = position;
+  }
+  for (int token = tid; token < tokens; token += kRouteThreads) {
+    p.pair_token[routed_pairs + token] = token;
+    p.token_pair[token * (top_k + 1) + top_k] = routed_pairs + token;
+  }
+}
+
+// ---- expert GEMMs ------------------------------------------------------------------------------------------
+
+__device__ __forceinline__ uint4 load_16(const bf16* src) { return __ldg(reinterpret_cast<const uint4*>(src)); }
+
+// acc (16 rows x 8 tokens) += the rows' 32-wide k-block (w: rows g and g + 8) times the token's (b).
+__device__ __forceinline__ void mma_block(FragC& acc, const uint4 (&w)[2], const uint4& b) {
+  const FragA a0 = {w[0].x, w[1].x, w[0].y, w[1].y}, a1 = {w[0].z, w[1].z, w[0].w, w[1].w};
+  const FragB2 b_steps = {b.x, b.y, b.z, b.w};  // B of both k-steps; mma() takes the register pair it is told
+  mma(acc, a0, b_steps, 0);
+  mma(acc, a1, b_steps, 1);
+}
+
+// kGateUp: hidden[pair] = silu(gate x) * up x over the group's tokens (x rows gathered by pair_token);
+// else expert_out[pair] = down hidden[pair].
+template <bool kGateUp>
+__global__ void __launch_bounds__(kThreads) moe_expert_kernel(const MoeDecodeParams p) {
+  constexpr int kMats = kGateUp ? 2 : 1;
+  __shared__ float partial[kWarps][kTokenTiles][32][4 * kMats];
+  const int group = blockIdx.y;
+  if (group >= *p.num_groups) return;
+  const int expert = p.group_expert[group], begin = p.group_start[group], count = p.group_start[group + 1] - begin;
+  const bool shared = expert == p.experts;
+  const int width = shared ? p.shared_width : p.expert_width;  // the expert's intermediate size
+  const int row0 = blockIdx.x * kTileRows, k_len = kGateUp ? p.hidden_size : width;
+  if (row0 >= (kGateUp ? width : p.hidden_size)) return;
+  const int64_t hidden_size = p.hidden_size, hidden_stride = max(p.expert_width, p.shared_width);
+
+  const bf16* mats[kMats];
+  if constexpr (kGateUp) {
+    const bf16* gate = shared ? static_cast<const bf16*>(p.shared_gate)
+                              : static_cast<const bf16*>(p.gate_up) + int64_t(expert) * 2 * width * hidden_size;
+    mats[0] = gate + int64_t(row0) * k_len;
+    mats[1] = (shared ? static_cast<const bf16*>(p.shared_up) : gate + int64_t(width) * hidden_size) +
+              int64_t(row0) * k_len;
+  } else {
+    mats[0] = (shared ? static_cast<const bf16*>(p.shared_down)
+                      : static_cast<const bf16*>(p.down) + int64_t(expert) * hidden_size * width) +
+              int64_t(row0) * k_len;
+  }
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int k_blocks = k_len / kBlockK;
+
+  for (int token0 = 0; token0 < count; token0 += kTokenTiles * 8) {
+    const int tiles = min(kTokenTiles, (count - token0 + 7) / 8);
+    const bf16* b_rows[kTokenTiles];  // this thread's token row of each tile (null past the group)
+#pragma unroll
+    for (int tt = 0; tt < kTokenTiles; ++tt) {
+      const int j = token0 + 8 * tt + g;
+      b_rows[tt] = nullptr;
+      if (j < count) {
+        b_rows[tt] = kGateUp ? static_cast<const bf16*>(p.x) + int64_t(p.pair_token[begin + j]) * hidden_size
+                             : static_cast<const bf16*>(p.hidden) + int64_t(begin + j) * hidden_stride;
+      }
+    }
+    float acc[kMats][kTokenTiles][4] = {};
+    for (int base = warp; base < k_blocks; base += kWarps * kDepth) {
+      uint4 w[kDepth][kMats][2], b0[kDepth];
+#pragma unroll
+      for (int d = 0; d < kDepth; ++d) {
+        const int k = (base + d * kWarps) * kBlockK + 8 * t;
+        const bool valid = base + d * kWarps < k_blocks;
+#pragma unroll
+        for (int m = 0; m < kMats; ++m) {
+          w[d][m][0] = valid ? load_16(mats[m] + g * k_len + k) : make_uint4(0, 0, 0, 0);
+          w[d][m][1] = valid ? load_16(mats[m] + (g + 8) * k_len + k) : make_uint4(0, 0, 0, 0);
+        }
+        b0[d] = valid && b_rows[0] ? load_16(b_rows[0] + k) : make_uint4(0, 0, 0, 0);
+      }
+#pragma unroll
+      for (int d = 0; d < kDepth; ++d) {
+        const int k = (base + d * kWarps) * kBlockK + 8 * t;
+        if (base + d * kWarps >= k_blocks) break;
+#pragma unroll
+        for (int m = 0; m < kMats; ++m) mma_block(acc[m][0], w[d][m], b0[d]);
+#pragma unroll
+        for (int tt = 1; tt < kTokenTiles; ++tt) {
+          if (tt >= tiles) break;
+          const uint4 b = b_rows[tt] ? load_16(b_rows[tt] + k) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+          for (int m = 0; m < kMats; ++m) mma_block(acc[m][tt], w[d][m], b);
+        }
+      }
+    }
+
+    // The warps' partial sums, then each (token tile, lane) slot's epilogue by one thread.
+#pragma unroll
+    for (int tt = 0; tt < kTokenTiles; ++tt) {
+      if (tt >= tiles) break;
+#pragma unroll
+      for (int m = 0; m < kMats; ++m) {
+        *reinterpret_cast<float4*>(&partial[warp][tt][lane][4 * m]) =
+            make_float4(acc[m][tt][0], acc[m][tt][1], acc[m][tt][2], acc[m][tt][3]);
+      }
+    }
+    __syncthreads();
+    for (int tt = warp; tt < tiles; tt += kWarps) {
+      float sum[4 * kMats] = {};
+#pragma unroll
+      for (int w = 0; w < kWarps; ++w) {
+#pragma unroll
+        for (int i = 0; i < 4 * kMats; ++i) sum[i] += partial[w][tt][lane][i];
+      }
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {  // accumulator element e: row g + 8 (e / 2), token 2t + e % 2 of the tile
+        const int j = token0 + 8 * tt + 2 * t + e % 2, row = row0 + g + 8 * (e / 2);
+        if (j >= count) continue;
+        if constexpr (kGateUp) {
+          static_cast<bf16*>(p.hidden)[int64_t(begin + j) * hidden_stride + row] =
+              __float2bfloat16_rn(silu(sum[e]) * sum[4 + e]);
+        } else {
+          p.expert_out[int64_t(begin + j) * hidden_size + row] = sum[e];
+        }
+      }
+    }
+    __syncthreads();  // `partial` is reused by the next pass
+  }
+}
+
+// ---- combine: out[token] = sum over its pairs, routed ones first, then the shared expert ------------------
+
+__global__ void __launch_bounds__(256) moe_combine_kernel(const MoeDecodeParams p) {
+  const int token = blockIdx.x, pairs = p.top_k + 1;
+  const float* weights = p.token_weight + int64_t(token) * pairs;
+  const int32_t* positions = p.token_pair + int64_t(token) * pairs;
+  bf16* out = static_cast<bf16*>(p.out) + int64_t(token) * p.hidden_size;
+  for (int c = 4 * threadIdx.x; c < p.hidden_size; c += 4 * blockDim.x) {
+    float acc[4] = {};
+    for (int k = 0; k < pairs; ++k) {
+      const float4 y = *reinterpret_cast<const float4*>(p.expert_out + int64_t(positions[k]) * p.hidden_size + c);
+      acc[0] += weights[k] * y.x;
+      acc[1] += weights[k] * y.y;
+      acc[2] += weights[k] * y.z;
+      acc[3] += weights[k] * y.w;
+    }
+    store_float<bf16, 4>(out + c, acc);
+  }
+}
+
+}  // namespace moe_decode
+}  // namespace qwen3next

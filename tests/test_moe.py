@@ -1,0 +1,108 @@
+"""Sparse MoE block, few-token kernels (GPU): against the reference on the same bf16 inputs (same router logits,
+experts in fp32) for the model's shapes and the tiny preset's; random and skewed routing, norm_topk_prob both
+ways, NaN-poisoned output, repeated runs identical, CUDA-graph replay, bad inputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from qwen3next_cuda import ops, reference
+from utils import assert_close, nan_like
+
+cuda = pytest.mark.cuda
+MODEL = dict(hidden=2048, experts=512, top_k=10, width=512, shared_width=512)
+TINY = dict(hidden=128, experts=16, top_k=4, width=64, shared_width=128)
+
+
+def make_weights(gen, hidden, experts, width, shared_width, device="cuda", skew_direction=None):
+    """Random bf16 weights with the checkpoint's scales; with ``skew_direction`` (a unit vector [H]) router rows 0
+    and 1 point along it, so inputs that also do pick experts 0 and 1 first."""
+
+    def randn(*shape, scale):
+        return torch.randn(*shape, generator=gen) * scale
+
+    router = randn(experts, hidden, scale=hidden ** -0.5)
+    if skew_direction is not None:
+        router[:2] = 8 * skew_direction
+    weights = reference.MoEWeights(
+        router=router, gate_up=randn(experts, 2 * width, hidden, scale=hidden ** -0.5),
+        down=randn(experts, hidden, width, scale=width ** -0.5),
+        shared_gate=randn(shared_width, hidden, scale=hidden ** -0.5),
+        shared_up=randn(shared_width, hidden, scale=hidden ** -0.5),
+        shared_down=randn(hidden, shared_width, scale=shared_width ** -0.5),
+        shared_expert_gate=randn(1, hidden, scale=hidden ** -0.5))
+    return reference.MoEWeights(*(t.to(device, torch.bfloat16) for t in weights))
+
+
+def make_case(gen, shape, tokens, skewed=False):
+    direction = None
+    if skewed:
+        direction = torch.randn(shape["hidden"], generator=gen)
+        direction /= direction.norm()
+    weights = make_weights(gen, shape["hidden"], shape["experts"], shape["width"], shape["shared_width"],
+                           skew_direction=direction)
+    x = torch.randn(tokens, shape["hidden"], generator=gen)
+    if skewed:
+        x += 6 * direction
+    return x.to("cuda", torch.bfloat16), weights
+
+
+@cuda
+@pytest.mark.parametrize("shape", [MODEL, TINY], ids=["model", "tiny"])
+@pytest.mark.parametrize("tokens", [1, 3, 17, 64, 65, 256])
+@pytest.mark.parametrize("skewed", [False, True], ids=["random", "skewed"])
+@pytest.mark.parametrize("norm_topk_prob", [True, False])
+def test_kernel_matches_reference(shape, tokens, skewed, norm_topk_prob):
+    gen = torch.Generator().manual_seed(tokens * 4 + 2 * skewed + norm_topk_prob + shape["hidden"])
+    x, weights = make_case(gen, shape, tokens, skewed)
+    logits = torch.nn.functional.linear(x, weights.router)
+    if skewed:  # the routing the test means: experts 0 and 1 for every token
+        ids = reference.router_topk(logits, shape["top_k"], norm_topk_prob)[1]
+        assert bool((ids[:, :2].sort(dim=1).values == torch.tensor([0, 1], device="cuda")).all())
+    out = nan_like(x)
+    torch.ops.qwen3next.moe_decode(out, x, logits, weights.gate_up, weights.down, weights.shared_gate,
+                                   weights.shared_up, weights.shared_down, weights.shared_expert_gate, shape["top_k"],
+                                   norm_topk_prob)
+    expected = reference.moe(x, weights, shape["top_k"], norm_topk_prob)  # same bf16 logits, fp32 experts
+    assert_close(out.float(), expected.float(), atol=2e-3, rtol=2e-2, max_rel_err=8e-3)
+    assert torch.equal(ops.moe(x, weights, shape["top_k"], norm_topk_prob), out)  # repeated runs are identical
+
+
+@cuda
+def test_cuda_graph_replay_matches_eager():
+    gen = torch.Generator().manual_seed(3)
+    x, weights = make_case(gen, MODEL, 8)
+    eager = ops.moe(x, weights, MODEL["top_k"], True)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = ops.moe(x, weights, MODEL["top_k"], True)
+    graph.replay()
+    assert torch.equal(out, eager)
+
+
+@cuda
+def test_bad_inputs():
+    gen = torch.Generator().manual_seed(1)
+    x, weights = make_case(gen, TINY, 4)
+    logits = torch.nn.functional.linear(x, weights.router)
+    args = dict(out=torch.empty_like(x), x=x, router_logits=logits, **weights._asdict(), top_k=4, norm_topk_prob=True)
+    del args["router"]
+
+    def call(**changes):
+        a = {**args, **changes}
+        torch.ops.qwen3next.moe_decode(a["out"], a["x"], a["router_logits"], a["gate_up"], a["down"],
+                                       a["shared_gate"], a["shared_up"], a["shared_down"], a["shared_expert_gate"],
+                                       a["top_k"], a["norm_topk_prob"])
+
+    call()
+    with pytest.raises(RuntimeError, match="bfloat16"):
+        call(x=x.float())
+    with pytest.raises(RuntimeError, match="top_k"):
+        call(top_k=17)
+    with pytest.raises(RuntimeError, match="router_logits"):
+        call(router_logits=logits[:, :8].contiguous())
+    with pytest.raises(RuntimeError, match="down"):
+        call(down=weights.down[:, :, :32].contiguous())
+    with pytest.raises(RuntimeError, match="multiples of 32"):
+        call(gate_up=weights.gate_up[:, :96].contiguous(), down=weights.down[:, :, :48].contiguous())
