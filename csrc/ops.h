@@ -24,4 +24,9 @@ void gdn_prefill(at::Tensor& out, at::Tensor& recurrent_state, const at::Tensor&
 void causal_conv1d_varlen(at::Tensor& out, at::Tensor& conv_state, const at::Tensor& x, const at::Tensor& weight,
                           const at::Tensor& cu_seqlens, const at::Tensor& slots);
 
+// attention/
+void attention_decode(at::Tensor& out, const at::Tensor& q, const at::Tensor& gate, const at::Tensor& key_cache,
+                      const at::Tensor& value_cache, const at::Tensor& slots, const at::Tensor& context_lens,
+                      double scale, int64_t max_context);
+
 }  // namespace qwen3next

@@ -49,6 +49,15 @@ TORCH_LIBRARY(qwen3next, m) {
         "Tensor slots) -> ()");
   m.impl("causal_conv1d_varlen", c10::DeviceType::CUDA, &qwen3next::causal_conv1d_varlen);
 
+  // Gated GQA decode attention, head dim 256: sequence b's T = tokens / B newest tokens are rows b*T .. b*T+T-1 of
+  // q[N, Hq, 256]; its keys and values are positions 0 .. context_lens[b]-1 of key/value_cache[slots[b]]
+  // ([S, max_len, Hkv, 256], the new tokens' included); token t sits at context_lens[b] - T + t (causal).
+  // out[N, Hq*256] = softmax(scale q k^T) v * sigmoid(gate[N, Hq, 256] (strided)); slots outside [0, S) skip.
+  // max_context (>= every context length; the cache's max_len will do) sizes the split over the context.
+  m.def("attention_decode(Tensor(a!) out, Tensor q, Tensor gate, Tensor key_cache, Tensor value_cache, "
+        "Tensor slots, Tensor context_lens, float scale, int max_context) -> ()");
+  m.impl("attention_decode", c10::DeviceType::CUDA, &qwen3next::attention_decode);
+
   // the CUDA architectures, CUDA and CUTLASS versions this library was built with (JSON)
   m.def("build_info() -> str", &qwen3next::build_info);
 }

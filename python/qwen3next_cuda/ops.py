@@ -18,7 +18,6 @@ from .reference import (  # noqa: F401  (ops without a kernel yet run the refere
     append_kv,
     apply_partial_rope,
     attention,
-    attention_varlen,
     causal_conv1d,
     causal_conv1d_update,
     gated_delta_rule_chunked,
@@ -153,6 +152,34 @@ def gdn_prefill(qkvz: torch.Tensor, ba: torch.Tensor, conv_state: torch.Tensor, 
     return out
 
 
+# ---- gated attention ------------------------------------------------------------------------------
+
+ATTENTION_HEAD_DIM, ATTENTION_DECODE_MAX_ROWS = 256, 64
+
+
+def attention_varlen(q: torch.Tensor, key_cache: torch.Tensor, value_cache: torch.Tensor, slots: torch.Tensor,
+                     cu_seqlens: torch.Tensor, context_lens: torch.Tensor, scale: float | None = None,
+                     gate: torch.Tensor | None = None, max_seqlen: int | None = None,
+                     max_context: int | None = None) -> torch.Tensor:
+    """The decode kernel runs when every sequence has ``max_seqlen`` tokens (1..8; q holds that many per slot) and
+    a gate is given; ``max_context`` (default: the cache's length) sizes its split over the context."""
+    batch = slots.shape[0]
+    kernel = (HAS_KERNELS and q.is_cuda and gate is not None and max_seqlen is not None and batch > 0
+              and q.shape[0] == max_seqlen * batch and q.shape[-1] == ATTENTION_HEAD_DIM
+              and all(t.dtype == torch.bfloat16 for t in (q, gate, key_cache, value_cache))
+              and slots.dtype == torch.int32 and context_lens.dtype == torch.int32
+              and q.shape[1] % key_cache.shape[2] == 0
+              and q.shape[1] // key_cache.shape[2] * max_seqlen <= ATTENTION_DECODE_MAX_ROWS)
+    if not kernel:
+        return reference.attention_varlen(q, key_cache, value_cache, slots, cu_seqlens, context_lens, scale, gate)
+    q = q.contiguous()
+    out = torch.empty_like(q)
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    torch.ops.qwen3next.attention_decode(out.view(q.shape[0], -1), q, _rows(gate), key_cache, value_cache, slots,
+                                         context_lens, scale, max_context or key_cache.shape[1])
+    return out
+
+
 # ---- fake (meta) implementations: the ops only write their preallocated outputs ------------------
 
 if HAS_KERNELS:
@@ -180,5 +207,9 @@ if HAS_KERNELS:
 
     @torch.library.register_fake("qwen3next::causal_conv1d_varlen")
     def _(out, conv_state, x, weight, cu_seqlens, slots):
+        return None
+
+    @torch.library.register_fake("qwen3next::attention_decode")
+    def _(out, q, gate, key_cache, value_cache, slots, context_lens, scale, max_context):
         return None
 
