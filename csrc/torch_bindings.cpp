@@ -49,6 +49,15 @@ TORCH_LIBRARY(qwen3next, m) {
         "Tensor slots) -> ()");
   m.impl("causal_conv1d_varlen", c10::DeviceType::CUDA, &qwen3next::causal_conv1d_varlen);
 
+  // Before the gated attention (head dim 256), for a varlen batch (sequence s: rows [cu_seqlens[s],
+  // cu_seqlens[s+1]), its last tokens, ending at context_lens[s]): q_out[N, Hq, 256] = rope(rmsnorm(q)), and
+  // rope(rmsnorm(k)), v into key/value_cache[slots[s]] ([S, max_len, Hkv, 256]) at each token's position; q, k, v
+  // [N, H, 256] may be strided views; cos, sin [N, R] fp32 (rotate half on the first R dims); norms zero-centred.
+  m.def("attention_prepass(Tensor(a!) q_out, Tensor(b!) key_cache, Tensor(c!) value_cache, Tensor q, Tensor k, "
+        "Tensor v, Tensor cos, Tensor sin, Tensor q_norm_weight, Tensor k_norm_weight, Tensor slots, "
+        "Tensor cu_seqlens, Tensor context_lens, float eps) -> ()");
+  m.impl("attention_prepass", c10::DeviceType::CUDA, &qwen3next::attention_prepass);
+
   // Gated GQA decode attention, head dim 256: sequence b's T = tokens / B newest tokens are rows b*T .. b*T+T-1 of
   // q[N, Hq, 256]; its keys and values are positions 0 .. context_lens[b]-1 of key/value_cache[slots[b]]
   // ([S, max_len, Hkv, 256], the new tokens' included); token t sits at context_lens[b] - T + t (causal).

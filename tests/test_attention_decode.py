@@ -1,6 +1,7 @@
-"""Gated GQA decode attention (GPU): the split-context kernel against the fp32 reference for T = 1..8 tokens per
-sequence, odd batches, permuted slots with padding (its rows untouched), contexts from T to past 32K, one split
-and many; CUDA-graph replay; bad inputs."""
+"""Gated GQA attention kernels (GPU). Pre-pass: q/k norm, partial RoPE and the cache writes against the reference
+(varlen, positions past 32K, padding writes nothing). Decode: the split-context kernel against the fp32 reference
+for T = 1..8 tokens per sequence, odd batches, permuted slots with padding (its rows untouched), contexts from T
+to past 32K, one split and many; CUDA-graph replay; bad inputs."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 import torch
 
 from qwen3next_cuda import ops, reference
+from qwen3next_cuda.config import Qwen3NextConfig
 from utils import assert_close, nan_like
 
 cuda = pytest.mark.cuda
@@ -103,3 +105,36 @@ def test_bad_inputs():
         call(context_lens=context_lens[:1])
     with pytest.raises(RuntimeError, match="max_context"):
         call(max_context=0)
+
+
+@cuda
+def test_prepass_matches_reference():
+    gen = torch.Generator().manual_seed(11)
+    lengths, starts, slots = [1, 5, 300, 2], [0, 40000 - 5, 17, 3], [2, 0, -1, 3]  # one past 32K, one padding
+    tokens, max_len = sum(lengths), 40000
+    qg = torch.randn(tokens, HEADS, 2 * DIM, generator=gen).to("cuda", torch.bfloat16)
+    q = qg[..., :DIM]  # a strided view, as the model's q_proj split gives it
+    k, v = (torch.randn(tokens, KV_HEADS, DIM, generator=gen).to("cuda", torch.bfloat16) for _ in range(2))
+    q_norm, k_norm = ((torch.randn(DIM, generator=gen) * 0.1).to("cuda", torch.bfloat16) for _ in range(2))
+    positions = torch.cat([torch.arange(s, s + n) for s, n in zip(starts, lengths)]).cuda()
+    cos, sin = reference.rope_cos_sin(positions, Qwen3NextConfig())
+    key_cache = torch.randn(4, max_len, KV_HEADS, DIM, generator=gen).to("cuda", torch.bfloat16)
+    value_cache = torch.randn(4, max_len, KV_HEADS, DIM, generator=gen).to("cuda", torch.bfloat16)
+    cu = torch.tensor([0, 1, 6, 306, 308], dtype=torch.int32, device="cuda")
+    context = torch.tensor([s + n for s, n in zip(starts, lengths)], dtype=torch.int32, device="cuda")
+    slot_tensor = torch.tensor(slots, dtype=torch.int32, device="cuda")
+    ref_key, ref_value = key_cache.clone(), value_cache.clone()
+    out_q = ops.attention_prepass(q, k, v, cos, sin, q_norm, k_norm, 1e-6, key_cache, value_cache, slot_tensor, cu,
+                                  context)
+    bounds = cu.tolist()
+    for s, slot in enumerate(slots):  # the reference, one valid sequence at a time
+        if slot < 0:
+            continue
+        rows = slice(bounds[s], bounds[s + 1])
+        one = torch.tensor([0, lengths[s]], dtype=torch.int32, device="cuda")
+        ref_q = reference.attention_prepass(q[rows], k[rows], v[rows], cos[rows], sin[rows], q_norm, k_norm, 1e-6,
+                                            ref_key, ref_value, slot_tensor[s:s + 1], one, context[s:s + 1])
+        assert_close(out_q[rows].float(), ref_q.float(), atol=1e-2, rtol=1e-2, name=f"q of sequence {s}")
+    # every valid key and value lands where the reference puts it; padding writes nothing
+    assert_close(key_cache.float(), ref_key.float(), atol=1e-2, rtol=1e-2, name="key cache")
+    assert torch.equal(value_cache, ref_value)

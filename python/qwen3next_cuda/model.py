@@ -173,9 +173,9 @@ class Qwen3NextCUDA:
         q, gate = F.linear(x, weight("q_proj.weight")).unflatten(-1, (-1, 2 * head_dim)).chunk(2, dim=-1)
         k = F.linear(x, weight("k_proj.weight")).unflatten(-1, (-1, head_dim))
         v = F.linear(x, weight("v_proj.weight")).unflatten(-1, (-1, head_dim))
-        q = ops.apply_partial_rope(ops.rmsnorm(q, weight("q_norm.weight"), eps), cos, sin)
-        k = ops.apply_partial_rope(ops.rmsnorm(k, weight("k_norm.weight"), eps), cos, sin)
-        ops.append_kv(cache.key[i], cache.value[i], k, v, batch.slot_tensor, batch.cu_seqlens, batch.context_lens)
+        q = ops.attention_prepass(q, k, v, cos, sin, weight("q_norm.weight"), weight("k_norm.weight"), eps,
+                                  cache.key[i], cache.value[i], batch.slot_tensor, batch.cu_seqlens,
+                                  batch.context_lens)
         out = ops.attention_varlen(q, cache.key[i], cache.value[i], batch.slot_tensor, batch.cu_seqlens,
                                    batch.context_lens, gate=gate, max_seqlen=batch.max_length,
                                    max_context=batch.max_context)

@@ -157,6 +157,27 @@ def gdn_prefill(qkvz: torch.Tensor, ba: torch.Tensor, conv_state: torch.Tensor, 
 ATTENTION_HEAD_DIM, ATTENTION_DECODE_MAX_ROWS = 256, 64
 
 
+def attention_prepass(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                      q_norm_weight: torch.Tensor, k_norm_weight: torch.Tensor, eps: float, key_cache: torch.Tensor,
+                      value_cache: torch.Tensor, slots: torch.Tensor, cu_seqlens: torch.Tensor,
+                      context_lens: torch.Tensor) -> torch.Tensor:
+    rotary_dim = cos.shape[-1]
+    kernel = (HAS_KERNELS and q.is_cuda and q.shape[-1] == ATTENTION_HEAD_DIM and q.shape[0] > 0
+              and all(t.dtype == torch.bfloat16
+                      for t in (q, k, v, q_norm_weight, k_norm_weight, key_cache, value_cache))
+              and cos.dtype == sin.dtype == torch.float32 and rotary_dim % 16 == 0 and rotary_dim <= q.shape[-1]
+              and (rotary_dim // 16) & (rotary_dim // 16 - 1) == 0 and slots.dtype == torch.int32
+              and cu_seqlens.dtype == torch.int32 and context_lens.dtype == torch.int32)
+    if not kernel:
+        return reference.attention_prepass(q, k, v, cos, sin, q_norm_weight, k_norm_weight, eps, key_cache,
+                                           value_cache, slots, cu_seqlens, context_lens)
+    q_out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    torch.ops.qwen3next.attention_prepass(q_out, key_cache, value_cache, _rows(q), _rows(k), _rows(v),
+                                          cos.contiguous(), sin.contiguous(), q_norm_weight, k_norm_weight, slots,
+                                          cu_seqlens, context_lens, eps)
+    return q_out
+
+
 def attention_varlen(q: torch.Tensor, key_cache: torch.Tensor, value_cache: torch.Tensor, slots: torch.Tensor,
                      cu_seqlens: torch.Tensor, context_lens: torch.Tensor, scale: float | None = None,
                      gate: torch.Tensor | None = None, max_seqlen: int | None = None,
@@ -207,6 +228,11 @@ if HAS_KERNELS:
 
     @torch.library.register_fake("qwen3next::causal_conv1d_varlen")
     def _(out, conv_state, x, weight, cu_seqlens, slots):
+        return None
+
+    @torch.library.register_fake("qwen3next::attention_prepass")
+    def _(q_out, key_cache, value_cache, q, k, v, cos, sin, q_norm_weight, k_norm_weight, slots, cu_seqlens,
+          context_lens, eps):
         return None
 
     @torch.library.register_fake("qwen3next::attention_decode")

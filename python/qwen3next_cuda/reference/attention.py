@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from .norm import rmsnorm
+from .rope import apply_partial_rope
+
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None = None) -> torch.Tensor:
     """Causal GQA attention of the last T positions over all S cached positions.
@@ -60,3 +63,18 @@ def attention_varlen(q: torch.Tensor, key_cache: torch.Tensor, value_cache: torc
     if gate is not None:
         out = (out.float() * torch.sigmoid(gate.float())).to(q.dtype)
     return out
+
+
+def attention_prepass(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                      q_norm_weight: torch.Tensor, k_norm_weight: torch.Tensor, eps: float, key_cache: torch.Tensor,
+                      value_cache: torch.Tensor, slots: torch.Tensor, cu_seqlens: torch.Tensor,
+                      context_lens: torch.Tensor) -> torch.Tensor:
+    """Before the gated attention: q and k through their zero-centred RMSNorm and partial RoPE, then the new keys
+    and values into the cache (see :func:`append_kv`).
+
+    q: [N, Hq, D]; k, v: [N, Hkv, D]; cos, sin: [N, R] at each token's position. Returns q [N, Hq, D] in q.dtype.
+    """
+    q = apply_partial_rope(rmsnorm(q, q_norm_weight, eps), cos, sin)
+    k = apply_partial_rope(rmsnorm(k, k_norm_weight, eps), cos, sin)
+    append_kv(key_cache, value_cache, k, v, slots, cu_seqlens, context_lens)
+    return q
