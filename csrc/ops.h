@@ -30,4 +30,13 @@ void moe_decode(at::Tensor& out, const at::Tensor& x, const at::Tensor& router_l
                 const at::Tensor& shared_down, const at::Tensor& shared_expert_gate, int64_t top_k,
                 bool norm_topk_prob);
 
+// attention/
+void attention_prepass(at::Tensor& q_out, at::Tensor& key_cache, at::Tensor& value_cache, const at::Tensor& q,
+                       const at::Tensor& k, const at::Tensor& v, const at::Tensor& cos, const at::Tensor& sin,
+                       const at::Tensor& q_norm_weight, const at::Tensor& k_norm_weight, const at::Tensor& slots,
+                       const at::Tensor& cu_seqlens, const at::Tensor& context_lens, double eps);
+void attention_decode(at::Tensor& out, const at::Tensor& q, const at::Tensor& gate, const at::Tensor& key_cache,
+                      const at::Tensor& value_cache, const at::Tensor& slots, const at::Tensor& context_lens,
+                      double scale, int64_t max_context);
+
 }  // namespace qwen3next

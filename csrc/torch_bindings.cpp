@@ -58,6 +58,24 @@ TORCH_LIBRARY(qwen3next, m) {
         "bool norm_topk_prob) -> ()");
   m.impl("moe_decode", c10::DeviceType::CUDA, &qwen3next::moe_decode);
 
+  // Before the gated attention (head dim 256), for a varlen batch (sequence s: rows [cu_seqlens[s],
+  // cu_seqlens[s+1]), its last tokens, ending at context_lens[s]): q_out[N, Hq, 256] = rope(rmsnorm(q)), and
+  // rope(rmsnorm(k)), v into key/value_cache[slots[s]] ([S, max_len, Hkv, 256]) at each token's position; q, k, v
+  // [N, H, 256] may be strided views; cos, sin [N, R] fp32 (rotate half on the first R dims); norms zero-centred.
+  m.def("attention_prepass(Tensor(a!) q_out, Tensor(b!) key_cache, Tensor(c!) value_cache, Tensor q, Tensor k, "
+        "Tensor v, Tensor cos, Tensor sin, Tensor q_norm_weight, Tensor k_norm_weight, Tensor slots, "
+        "Tensor cu_seqlens, Tensor context_lens, float eps) -> ()");
+  m.impl("attention_prepass", c10::DeviceType::CUDA, &qwen3next::attention_prepass);
+
+  // Gated GQA decode attention, head dim 256: sequence b's T = tokens / B newest tokens are rows b*T .. b*T+T-1 of
+  // q[N, Hq, 256]; its keys and values are positions 0 .. context_lens[b]-1 of key/value_cache[slots[b]]
+  // ([S, max_len, Hkv, 256], the new tokens' included); token t sits at context_lens[b] - T + t (causal).
+  // out[N, Hq*256] = softmax(scale q k^T) v * sigmoid(gate[N, Hq, 256] (strided)); slots outside [0, S) skip.
+  // max_context (>= every context length; the cache's max_len will do) sizes the split over the context.
+  m.def("attention_decode(Tensor(a!) out, Tensor q, Tensor gate, Tensor key_cache, Tensor value_cache, "
+        "Tensor slots, Tensor context_lens, float scale, int max_context) -> ()");
+  m.impl("attention_decode", c10::DeviceType::CUDA, &qwen3next::attention_decode);
+
   // the CUDA architectures, CUDA and CUTLASS versions this library was built with (JSON)
   m.def("build_info() -> str", &qwen3next::build_info);
 }

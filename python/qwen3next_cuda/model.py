@@ -173,13 +173,13 @@ class Qwen3NextCUDA:
         q, gate = F.linear(x, weight("q_proj.weight")).unflatten(-1, (-1, 2 * head_dim)).chunk(2, dim=-1)
         k = F.linear(x, weight("k_proj.weight")).unflatten(-1, (-1, head_dim))
         v = F.linear(x, weight("v_proj.weight")).unflatten(-1, (-1, head_dim))
-        q = ops.apply_partial_rope(ops.rmsnorm(q, weight("q_norm.weight"), eps), cos, sin)
-        k = ops.apply_partial_rope(ops.rmsnorm(k, weight("k_norm.weight"), eps), cos, sin)
-        ops.append_kv(cache.key[i], cache.value[i], k, v, batch.slot_tensor, batch.cu_seqlens, batch.context_lens)
+        q = ops.attention_prepass(q, k, v, cos, sin, weight("q_norm.weight"), weight("k_norm.weight"), eps,
+                                  cache.key[i], cache.value[i], batch.slot_tensor, batch.cu_seqlens,
+                                  batch.context_lens)
         out = ops.attention_varlen(q, cache.key[i], cache.value[i], batch.slot_tensor, batch.cu_seqlens,
-                                   batch.context_lens)
-        out = out.flatten(-2) * torch.sigmoid(gate.flatten(-2))
-        return F.linear(out, weight("o_proj.weight"))
+                                   batch.context_lens, gate=gate, max_seqlen=batch.max_length,
+                                   max_context=batch.max_context)
+        return F.linear(out.flatten(-2), weight("o_proj.weight"))
 
     @torch.no_grad()
     def generate(
@@ -357,6 +357,7 @@ class _Batch:
 
     def __init__(self, slots: list[int], starts: list[int], lengths: list[int], device: torch.device):
         self.max_length = max(lengths)
+        self.max_context = max(start + length for start, length in zip(starts, lengths))
         self.positions = torch.cat([torch.arange(start, start + length) for start, length in zip(starts, lengths)]
                                    ).to(device)
         self.cu_seqlens = torch.tensor([0, *itertools.accumulate(lengths)], dtype=torch.int32, device=device)

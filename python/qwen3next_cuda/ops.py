@@ -18,7 +18,6 @@ from .reference import (  # noqa: F401  (ops without a kernel yet run the refere
     append_kv,
     apply_partial_rope,
     attention,
-    attention_varlen,
     causal_conv1d,
     causal_conv1d_update,
     gated_delta_rule_chunked,
@@ -179,6 +178,55 @@ def moe(x: torch.Tensor, weights: reference.MoEWeights, top_k: int, norm_topk_pr
     return out
 
 
+# ---- gated attention ------------------------------------------------------------------------------
+
+ATTENTION_HEAD_DIM, ATTENTION_DECODE_MAX_ROWS = 256, 64
+
+
+def attention_prepass(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                      q_norm_weight: torch.Tensor, k_norm_weight: torch.Tensor, eps: float, key_cache: torch.Tensor,
+                      value_cache: torch.Tensor, slots: torch.Tensor, cu_seqlens: torch.Tensor,
+                      context_lens: torch.Tensor) -> torch.Tensor:
+    rotary_dim = cos.shape[-1]
+    kernel = (HAS_KERNELS and q.is_cuda and q.shape[-1] == ATTENTION_HEAD_DIM and q.shape[0] > 0
+              and all(t.dtype == torch.bfloat16
+                      for t in (q, k, v, q_norm_weight, k_norm_weight, key_cache, value_cache))
+              and cos.dtype == sin.dtype == torch.float32 and rotary_dim % 16 == 0 and rotary_dim <= q.shape[-1]
+              and (rotary_dim // 16) & (rotary_dim // 16 - 1) == 0 and slots.dtype == torch.int32
+              and cu_seqlens.dtype == torch.int32 and context_lens.dtype == torch.int32)
+    if not kernel:
+        return reference.attention_prepass(q, k, v, cos, sin, q_norm_weight, k_norm_weight, eps, key_cache,
+                                           value_cache, slots, cu_seqlens, context_lens)
+    q_out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    torch.ops.qwen3next.attention_prepass(q_out, key_cache, value_cache, _rows(q), _rows(k), _rows(v),
+                                          cos.contiguous(), sin.contiguous(), q_norm_weight, k_norm_weight, slots,
+                                          cu_seqlens, context_lens, eps)
+    return q_out
+
+
+def attention_varlen(q: torch.Tensor, key_cache: torch.Tensor, value_cache: torch.Tensor, slots: torch.Tensor,
+                     cu_seqlens: torch.Tensor, context_lens: torch.Tensor, scale: float | None = None,
+                     gate: torch.Tensor | None = None, max_seqlen: int | None = None,
+                     max_context: int | None = None) -> torch.Tensor:
+    """The decode kernel runs when every sequence has ``max_seqlen`` tokens (1..8; q holds that many per slot) and
+    a gate is given; ``max_context`` (default: the cache's length) sizes its split over the context."""
+    batch = slots.shape[0]
+    kernel = (HAS_KERNELS and q.is_cuda and gate is not None and max_seqlen is not None and batch > 0
+              and q.shape[0] == max_seqlen * batch and q.shape[-1] == ATTENTION_HEAD_DIM
+              and all(t.dtype == torch.bfloat16 for t in (q, gate, key_cache, value_cache))
+              and slots.dtype == torch.int32 and context_lens.dtype == torch.int32
+              and q.shape[1] % key_cache.shape[2] == 0
+              and q.shape[1] // key_cache.shape[2] * max_seqlen <= ATTENTION_DECODE_MAX_ROWS)
+    if not kernel:
+        return reference.attention_varlen(q, key_cache, value_cache, slots, cu_seqlens, context_lens, scale, gate)
+    q = q.contiguous()
+    out = torch.empty_like(q)
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    torch.ops.qwen3next.attention_decode(out.view(q.shape[0], -1), q, _rows(gate), key_cache, value_cache, slots,
+                                         context_lens, scale, max_context or key_cache.shape[1])
+    return out
+
+
 # ---- fake (meta) implementations: the ops only write their preallocated outputs ------------------
 
 if HAS_KERNELS:
@@ -211,5 +259,14 @@ if HAS_KERNELS:
     @torch.library.register_fake("qwen3next::moe_decode")
     def _(out, x, router_logits, gate_up, down, shared_gate, shared_up, shared_down, shared_expert_gate, top_k,
           norm_topk_prob):
+        return None
+
+    @torch.library.register_fake("qwen3next::attention_prepass")
+    def _(q_out, key_cache, value_cache, q, k, v, cos, sin, q_norm_weight, k_norm_weight, slots, cu_seqlens,
+          context_lens, eps):
+        return None
+
+    @torch.library.register_fake("qwen3next::attention_decode")
+    def _(out, q, gate, key_cache, value_cache, slots, context_lens, scale, max_context):
         return None
 

@@ -4,7 +4,7 @@ The ground truth our kernels are tested against; it matches ``transformers.Qwen3
 ``qwen3next_cuda.ops`` exposes the same op names, so the model composition runs on either namespace.
 """
 
-from .attention import append_kv, attention, attention_varlen
+from .attention import append_kv, attention, attention_prepass, attention_varlen
 from .conv import causal_conv1d, causal_conv1d_update, causal_conv1d_varlen
 from .gdn import gated_delta_rule_chunked, gated_delta_rule_recurrent, gdn_decode, gdn_gating, gdn_prefill
 from .model import HybridCache, Qwen3NextReference
@@ -15,6 +15,7 @@ from .rope import apply_partial_rope, rope_cos_sin, rope_inv_freq
 __all__ = [
     "append_kv",
     "attention",
+    "attention_prepass",
     "attention_varlen",
     "causal_conv1d",
     "causal_conv1d_update",

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from .norm import rmsnorm
+from .rope import apply_partial_rope
+
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None = None) -> torch.Tensor:
     """Causal GQA attention of the last T positions over all S cached positions.
@@ -40,12 +43,16 @@ def append_kv(key_cache: torch.Tensor, value_cache: torch.Tensor, k: torch.Tenso
 
 
 def attention_varlen(q: torch.Tensor, key_cache: torch.Tensor, value_cache: torch.Tensor, slots: torch.Tensor,
-                     cu_seqlens: torch.Tensor, context_lens: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+                     cu_seqlens: torch.Tensor, context_lens: torch.Tensor, scale: float | None = None,
+                     gate: torch.Tensor | None = None, max_seqlen: int | None = None,
+                     max_context: int | None = None) -> torch.Tensor:
     """Causal GQA attention of a varlen batch over each sequence's cached keys and values.
 
     q: [N, Hq, D], sequence s being rows ``cu_seqlens[s]:cu_seqlens[s + 1]``, its newest tokens; key_cache,
     value_cache: [slots, max_len, Hkv, D], sequence s holding positions ``0 .. context_lens[s] - 1`` (the new
-    tokens' included) in slot ``slots[s]``. Returns [N, Hq, D] in q.dtype (see :func:`attention`).
+    tokens' included) in slot ``slots[s]``. ``gate`` ([N, Hq, D], optional): the output is multiplied by
+    sigmoid(gate). ``max_seqlen`` and ``max_context`` are hints for the kernels (the longest sequence, the
+    longest context), ignored here. Returns [N, Hq, D] in q.dtype (see :func:`attention`).
     """
     out = torch.empty_like(q)
     bounds = cu_seqlens.tolist()
@@ -53,4 +60,21 @@ def attention_varlen(q: torch.Tensor, key_cache: torch.Tensor, value_cache: torc
         rows = slice(bounds[s], bounds[s + 1])
         out[rows] = attention(q[None, rows], key_cache[slot:slot + 1, :end], value_cache[slot:slot + 1, :end],
                               scale)[0]
+    if gate is not None:
+        out = (out.float() * torch.sigmoid(gate.float())).to(q.dtype)
     return out
+
+
+def attention_prepass(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                      q_norm_weight: torch.Tensor, k_norm_weight: torch.Tensor, eps: float, key_cache: torch.Tensor,
+                      value_cache: torch.Tensor, slots: torch.Tensor, cu_seqlens: torch.Tensor,
+                      context_lens: torch.Tensor) -> torch.Tensor:
+    """Before the gated attention: q and k through their zero-centred RMSNorm and partial RoPE, then the new keys
+    and values into the cache (see :func:`append_kv`).
+
+    q: [N, Hq, D]; k, v: [N, Hkv, D]; cos, sin: [N, R] at each token's position. Returns q [N, Hq, D] in q.dtype.
+    """
+    q = apply_partial_rope(rmsnorm(q, q_norm_weight, eps), cos, sin)
+    k = apply_partial_rope(rmsnorm(k, k_norm_weight, eps), cos, sin)
+    append_kv(key_cache, value_cache, k, v, slots, cu_seqlens, context_lens)
+    return q

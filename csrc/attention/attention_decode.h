@@ -1,0 +1,34 @@
+// Gated GQA attention for decode: T = 1..8 new query tokens per sequence over its slot of the KV cache, split
+// over the context (flash-decoding), the splits' reduction fused with the sigmoid output gate. Two launches, no
+// host sync (each sequence's length is read on the device):
+//   split   (split, KV head, sequence)   the head group's 8 x T query rows against the split's keys, on tensor
+//                                         cores with an online softmax -> unnormalised O, row max and row sum
+//   reduce  (token, query head)          out = sum_s O_s e^(m_s - m) / sum_s l_s e^(m_s - m) * sigmoid(gate)
+// Query token t of a sequence with context length L sits at position L - T + t and sees keys 0 .. L - T + t.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace qwen3next {
+
+struct AttentionDecodeParams {
+  const void* q;  // [B * T, Hq, 256] bf16, contiguous: sequence b's tokens are rows b * T .. b * T + T - 1
+  const void* gate;  // [B * T, Hq, 256] bf16 (strided rows and heads): out is multiplied by sigmoid(gate)
+  int64_t gate_row_stride, gate_head_stride;
+  const void* key_cache;  // [slots, max_len, Hkv, 256] bf16
+  const void* value_cache;  // [slots, max_len, Hkv, 256] bf16
+  const int32_t* slots;  // [B]; outside [0, num_slots): padding, skipped (its rows of out untouched)
+  const int32_t* context_lens;  // [B]: tokens in the cache, the new ones included
+  void* out;  // [B * T, Hq * 256] bf16
+  float* partial_out;  // [B, Hkv, splits, rows, 256] fp32, rows = 8 * T
+  float* partial_max;  // [B, Hkv, splits, rows]: row max of the scores (log2 units, scaled)
+  float* partial_sum;  // [B, Hkv, splits, rows]
+  float scale_log2;  // softmax scale * log2(e)
+  int batch, tokens, query_heads, kv_heads, num_slots, max_len, splits;
+};
+
+void run_attention_decode(const AttentionDecodeParams& params, cudaStream_t stream);
+
+}  // namespace qwen3next

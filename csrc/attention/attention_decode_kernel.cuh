@@ -1,0 +1,241 @@
+// Device code of the split-context decode attention (see attention_decode.h for the launches).
+//
+// `split` CTA: 4 warps, the head group's rows (row r = token r / group, query head r % group of the KV head) in
+// row tiles of 16; keys stream through shared memory in stages of 64 (cp.async, double-buffered). With 1 row tile
+// (T <= 2) the 4 warps take 16 keys of each stage each, with 2 (T <= 4) 32 keys, with 4 all 64 keys of their own
+// row tile; each warp keeps an online softmax (row max m, row sum l, unnormalised O: 16 x 256 fp32 in registers)
+// and the warps of a row tile merge at the end. Scores are in log2 units (scale * log2 e folded in).
+#pragma once
+
+#include <cuda_bf16.h>
+
+#include "attention/attention_decode.h"
+#include "common/async_copy.cuh"
+#include "common/mma.cuh"
+#include "common/vec.cuh"
+
+namespace qwen3next {
+namespace attention_decode {
+
+using bf16 = __nv_bfloat16;
+
+constexpr int kDim = 256;  // head dim
+constexpr int kMaxRows = 64;  // query rows per KV head: group x tokens
+constexpr int kKeys = 64;  // keys per stage
+constexpr int kStages = 2;
+constexpr int kThreads = 128, kWarps = kThreads / 32;
+constexpr int kLd = kDim + 8;  // padded bf16 row: 33 16-byte units, ldmatrix without bank conflicts
+
+// Dynamic shared memory: the query rows, then the K and V stages (reused to merge the warps' results).
+struct SplitSmem {
+  static constexpr int kStageBytes = kKeys * kLd * 2;
+  static constexpr int kMergeBytes = kWarps * 16 * (kDim + 2) * 4;  // per warp: 16 rows of O, m, l
+  static constexpr int kStagesBytes = 2 * kStages * kStageBytes;
+  static_assert(kMergeBytes <= kStagesBytes, "the merge reuses the stages");
+  static int bytes(int row_tiles) { return row_tiles * 16 * kLd * 2 + kStagesBytes; }
+};
+
+struct Split {
+  int slot, context, key_begin, key_end;
+};
+
+__device__ __forceinline__ Split split_range(const AttentionDecodeParams& p, int b, int split) {
+  Split s{p.slots[b], p.context_lens[b], 0, 0};
+  if (s.slot < 0 || s.slot >= p.num_slots) return s;  // padding: empty range
+  s.context = min(max(s.context, 0), p.max_len);
+  const int per_split = ((s.context + p.splits - 1) / p.splits + kKeys - 1) / kKeys * kKeys;
+  s.key_begin = min(split * per_split, s.context);
+  s.key_end = min(s.key_begin + per_split, s.context);
+  return s;
+}
+
+__device__ __forceinline__ void load_keys(bf16* dst, const bf16* cache, const AttentionDecodeParams& p, int slot,
+                                          int head, int key0, int key_end, int tid) {
+  constexpr int kVecs = kDim / 8;
+  for (int i = tid; i < kKeys * kVecs; i += kThreads) {
+    const int r = i / kVecs, col = i % kVecs * 8, key = key0 + r;
+    const bool valid = key < key_end;
+    const bf16* src = cache + ((int64_t(slot) * p.max_len + (valid ? key : key0)) * p.kv_heads + head) * kDim + col;
+    cp_async_16_or_zero(dst + r * kLd + col, src, valid);
+  }
+}
+
+__global__ void __launch_bounds__(kThreads, 1) attention_decode_split_kernel(const AttentionDecodeParams p) {
+  extern __shared__ __align__(16) unsigned char smem_bytes[];
+  const int split = blockIdx.x, head = blockIdx.y, b = blockIdx.z;
+  const int group = p.query_heads / p.kv_heads, rows = group * p.tokens;
+  const int row_tiles = rows <= 16 ? 1 : rows <= 32 ? 2 : 4, slices = kWarps / row_tiles;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+  const int row_tile = warp % row_tiles, slice = warp / row_tiles, slice_keys = kKeys / slices;
+  bf16* q_smem = reinterpret_cast<bf16*>(smem_bytes);
+  bf16* k_smem = q_smem + row_tiles * 16 * kLd;
+  bf16* v_smem = k_smem + kStages * kKeys * kLd;
+  const Split range = split_range(p, b, split);
+
+  // Query rows (zeros past the group's rows), then the first stage of keys and values.
+  for (int i = tid; i < row_tiles * 16 * (kDim / 8); i += kThreads) {
+    const int r = i / (kDim / 8), col = i % (kDim / 8) * 8;
+    const bool valid = r < rows;
+    const int token = b * p.tokens + (valid ? r / group : 0), q_head = head * group + (valid ? r % group : 0);
+    cp_async_16_or_zero(q_smem + r * kLd + col,
+                        static_cast<const bf16*>(p.q) + (int64_t(token) * p.query_heads + q_head) * kDim + col, valid);
+  }
+  const bf16* key_cache = static_cast<const bf16*>(p.key_cache);
+  const bf16* value_cache = static_cast<const bf16*>(p.value_cache);
+  const int tiles = (range.key_end - range.key_begin + kKeys - 1) / kKeys;
+  if (tiles > 0) {
+    load_keys(k_smem, key_cache, p, range.slot, head, range.key_begin, range.key_end, tid);
+    load_keys(v_smem, value_cache, p, range.slot, head, range.key_begin, range.key_end, tid);
+  }
+  cp_async_commit();
+
+  // This thread's rows: r0 = 16 row_tile + g and r0 + 8; the last key each may see (causal), -1 past the rows.
+  int last_key[2];
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int r = 16 * row_tile + g + 8 * half;
+    last_key[half] = r < rows ? range.context - p.tokens + r / group : -1;
+  }
+  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
+  float o[kDim / 8][4] = {};
+
+  for (int tile = 0; tile < tiles; ++tile) {
+    const int stage = tile % kStages, key0 = range.key_begin + tile * kKeys;
+    if (tile + 1 < tiles) {
+      const int next = (tile + 1) % kStages;
+      load_keys(k_smem + next * kKeys * kLd, key_cache, p, range.slot, head, key0 + kKeys, range.key_end, tid);
+      load_keys(v_smem + next * kKeys * kLd, value_cache, p, range.slot, head, key0 + kKeys, range.key_end, tid);
+    }
+    cp_async_commit();
+    cp_async_wait<1>();
+    __syncthreads();  // this stage has landed for every thread
+    const bf16* k_tile = k_smem + stage * kKeys * kLd;
+    const bf16* v_tile = v_smem + stage * kKeys * kLd;
+
+    for (int sub = slice * slice_keys; sub < (slice + 1) * slice_keys; sub += 16) {
+      // S = Q K^T for 16 rows x 16 keys.
+      float s[2][4] = {};
+#pragma unroll
+      for (int k0 = 0; k0 < kDim; k0 += 16) {
+        FragA a;
+        FragB2 kb;
+        load_a(a, q_smem, kLd, 16 * row_tile, k0, lane);
+        load_b_nk(kb, k_tile, kLd, k0, sub, lane);
+        mma(s[0], a, kb, 0);
+        mma(s[1], a, kb, 1);
+      }
+      // Online softmax: mask, new row max, rescale, P in bf16 as the A operand of P V.
+      float p_values[2][4];
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        float block_max = -INFINITY;
+#pragma unroll
+        for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int key = key0 + sub + 8 * nt + 2 * t + e;
+            const bool visible = key < range.key_end && key <= last_key[half];
+            float& x = s[nt][2 * half + e];
+            x = visible ? x * p.scale_log2 : -INFINITY;
+            block_max = fmaxf(block_max, x);
+          }
+        }
+        block_max = fmaxf(block_max, __shfl_xor_sync(0xffffffffu, block_max, 1));
+        block_max = fmaxf(block_max, __shfl_xor_sync(0xffffffffu, block_max, 2));
+        const float new_max = fmaxf(row_max[half], block_max);
+        const float base = new_max == -INFINITY ? 0.f : new_max;  // nothing visible yet: every p is 0
+        const float correction = exp2f(row_max[half] - base);
+        row_max[half] = new_max;
+        row_sum[half] *= correction;
+#pragma unroll
+        for (int nt = 0; nt < kDim / 8; ++nt) {
+          o[nt][2 * half] *= correction;
+          o[nt][2 * half + 1] *= correction;
+        }
+#pragma unroll
+        for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const float value = exp2f(s[nt][2 * half + e] - base);
+            p_values[nt][2 * half + e] = value;
+            row_sum[half] += value;
+          }
+        }
+      }
+      const FragA pa = {pack_bf16(p_values[0][0], p_values[0][1]), pack_bf16(p_values[0][2], p_values[0][3]),
+                        pack_bf16(p_values[1][0], p_values[1][1]), pack_bf16(p_values[1][2], p_values[1][3])};
+#pragma unroll
+      for (int np = 0; np < kDim / 16; ++np) {
+        FragB2 vb;
+        load_b_kn(vb, v_tile, kLd, sub, 16 * np, lane);
+        mma(o[2 * np], pa, vb, 0);
+        mma(o[2 * np + 1], pa, vb, 1);
+      }
+    }
+    __syncthreads();  // every warp is done with this stage before it is refilled
+  }
+  cp_async_wait<0>();
+  __syncthreads();  // no copy in flight into the stages the merge reuses
+
+  // Merge the warps of each row tile (their key slices) and write the split's partial result.
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    row_sum[half] += __shfl_xor_sync(0xffffffffu, row_sum[half], 1);
+    row_sum[half] += __shfl_xor_sync(0xffffffffu, row_sum[half], 2);
+  }
+  float* merge = reinterpret_cast<float*>(k_smem);  // per warp: [16][kDim + 2]: O, then m, l
+  float* mine = merge + warp * 16 * (kDim + 2);
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    float* row = mine + (g + 8 * half) * (kDim + 2);
+#pragma unroll
+    for (int nt = 0; nt < kDim / 8; ++nt) {
+      *reinterpret_cast<float2*>(row + nt * 8 + 2 * t) = make_float2(o[nt][2 * half], o[nt][2 * half + 1]);
+    }
+    if (t == 0) row[kDim] = row_max[half], row[kDim + 1] = row_sum[half];
+  }
+  __syncthreads();
+  const int64_t base_row = ((int64_t(b) * p.kv_heads + head) * p.splits + split) * rows;
+  for (int i = tid; i < rows * kDim; i += kThreads) {
+    const int r = i / kDim, d = i % kDim, rt = r / 16;
+    float m = -INFINITY;
+    for (int s = 0; s < slices; ++s) m = fmaxf(m, merge[((s * row_tiles + rt) * 16 + r % 16) * (kDim + 2) + kDim]);
+    float sum = 0.f, out = 0.f;
+    for (int s = 0; s < slices; ++s) {
+      const float* row = merge + ((s * row_tiles + rt) * 16 + r % 16) * (kDim + 2);
+      const float weight = row[kDim] == -INFINITY ? 0.f : exp2f(row[kDim] - m);
+      out += weight * row[d];
+      sum += weight * row[kDim + 1];
+    }
+    p.partial_out[(base_row + r) * kDim + d] = out;
+    if (d == 0) p.partial_max[base_row + r] = m, p.partial_sum[base_row + r] = sum;
+  }
+}
+
+// ---- reduce: a CTA per (token, query head), a thread per output element -------------------------------------
+
+__global__ void __launch_bounds__(kDim) attention_decode_reduce_kernel(const AttentionDecodeParams p) {
+  const int token = blockIdx.x, q_head = blockIdx.y, d = threadIdx.x;
+  const int b = token / p.tokens, group = p.query_heads / p.kv_heads, head = q_head / group;
+  const int slot = p.slots[b];
+  if (slot < 0 || slot >= p.num_slots) return;
+  const int rows = group * p.tokens, r = (token % p.tokens) * group + q_head % group;
+  const int64_t first = (int64_t(b) * p.kv_heads + head) * p.splits * rows + r;  // split s: first + s * rows
+  float m = -INFINITY;
+  for (int s = 0; s < p.splits; ++s) m = fmaxf(m, p.partial_max[first + int64_t(s) * rows]);
+  float sum = 0.f, out = 0.f;
+  for (int s = 0; s < p.splits; ++s) {
+    const int64_t row = first + int64_t(s) * rows;
+    const float split_max = p.partial_max[row];
+    const float weight = split_max == -INFINITY ? 0.f : exp2f(split_max - m);
+    sum += weight * p.partial_sum[row];
+    out += weight * p.partial_out[row * kDim + d];
+  }
+  const float gate = to_float(static_cast<const bf16*>(
+      p.gate)[int64_t(token) * p.gate_row_stride + int64_t(q_head) * p.gate_head_stride + d]);
+  static_cast<bf16*>(p.out)[(int64_t(token) * p.query_heads + q_head) * kDim + d] =
+      __float2bfloat16_rn(out / sum / (1.f + __expf(-gate)));
+}
+
+}  // namespace attention_decode
+}  // namespace qwen3next

@@ -1,0 +1,140 @@
+"""Gated GQA attention kernels (GPU). Pre-pass: q/k norm, partial RoPE and the cache writes against the reference
+(varlen, positions past 32K, padding writes nothing). Decode: the split-context kernel against the fp32 reference
+for T = 1..8 tokens per sequence, odd batches, permuted slots with padding (its rows untouched), contexts from T
+to past 32K, one split and many; CUDA-graph replay; bad inputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from qwen3next_cuda import ops, reference
+from qwen3next_cuda.config import Qwen3NextConfig
+from utils import assert_close, nan_like
+
+cuda = pytest.mark.cuda
+HEADS, KV_HEADS, DIM = 16, 2, 256
+
+
+def make_case(gen, contexts, tokens, max_len, num_slots):
+    """q, gate [B*T, Hq, D] (gate a strided view, as the model's q_proj split gives it), caches, slots (a permutation
+    with every third sequence padding), context lengths."""
+    batch = len(contexts)
+    qg = torch.randn(batch * tokens, HEADS, 2 * DIM, generator=gen).to("cuda", torch.bfloat16)
+    q, gate = qg.chunk(2, dim=-1)
+    key_cache = torch.randn(num_slots, max_len, KV_HEADS, DIM, generator=gen).to("cuda", torch.bfloat16)
+    value_cache = torch.randn(num_slots, max_len, KV_HEADS, DIM, generator=gen).to("cuda", torch.bfloat16)
+    slots = torch.randperm(num_slots, generator=gen)[:batch].int()
+    slots[1::3] = -1
+    return (q.contiguous(), gate, key_cache, value_cache, slots.cuda(),
+            torch.tensor(contexts, dtype=torch.int32, device="cuda"))
+
+
+def expected(q, gate, key_cache, value_cache, slots, context_lens, tokens):
+    """The fp32 reference over the sequences with a slot; NaN rows for padding."""
+    out = torch.full(q.shape, float("nan"), device="cuda")
+    for b, slot in enumerate(slots.tolist()):
+        if slot < 0:
+            continue
+        rows = slice(b * tokens, (b + 1) * tokens)
+        context = int(context_lens[b])
+        cu = torch.tensor([0, tokens], dtype=torch.int32, device="cuda")
+        out[rows] = reference.attention_varlen(q[rows].float(), key_cache.float(), value_cache.float(),
+                                               slots[b:b + 1], cu, context_lens[b:b + 1], gate=gate[rows].float())
+        assert context >= tokens
+    return out
+
+
+@cuda
+@pytest.mark.parametrize("tokens", [1, 2, 3, 5, 8])
+@pytest.mark.parametrize("contexts,max_len", [([8], 64), ([300, 15, 4097, 64, 1000], 4097), ([33000, 70], 33000)],
+                         ids=["short", "mixed", "long"])
+@pytest.mark.parametrize("max_context", [None, 1])  # splits for the whole cache, or a single split
+def test_kernel_matches_reference(tokens, contexts, max_len, max_context):
+    gen = torch.Generator().manual_seed(tokens + len(contexts) + (max_context or 0))
+    q, gate, key_cache, value_cache, slots, context_lens = make_case(gen, contexts, tokens, max_len,
+                                                                     num_slots=len(contexts) + 2)
+    out = nan_like(q)
+    torch.ops.qwen3next.attention_decode(out.view(q.shape[0], -1), q, gate, key_cache, value_cache, slots,
+                                         context_lens, DIM ** -0.5, max_context or max_len)
+    ref = expected(q, gate, key_cache, value_cache, slots, context_lens, tokens)
+    padded = torch.isnan(ref)
+    assert bool(torch.isnan(out[padded]).all()), "padding rows were written"
+    assert_close(out[~padded].float(), ref[~padded], atol=2e-3, rtol=2e-2, max_rel_err=1e-2)
+
+
+@cuda
+def test_ops_path_and_graph_replay():
+    gen = torch.Generator().manual_seed(9)
+    q, gate, key_cache, value_cache, slots, context_lens = make_case(gen, [100, 2000, 37], 1, 2048, num_slots=4)
+    slots = slots.abs()  # no padding: the reference path takes every slot
+    cu = torch.arange(4, dtype=torch.int32, device="cuda")
+    eager = ops.attention_varlen(q, key_cache, value_cache, slots, cu, context_lens, gate=gate, max_seqlen=1)
+    ref = reference.attention_varlen(q.float(), key_cache.float(), value_cache.float(), slots, cu, context_lens,
+                                     gate=gate.float())
+    assert_close(eager.float(), ref, atol=2e-3, rtol=2e-2, max_rel_err=1e-2)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = ops.attention_varlen(q, key_cache, value_cache, slots, cu, context_lens, gate=gate, max_seqlen=1)
+    graph.replay()
+    assert torch.equal(out, eager)
+
+
+@cuda
+def test_bad_inputs():
+    gen = torch.Generator().manual_seed(1)
+    q, gate, key_cache, value_cache, slots, context_lens = make_case(gen, [10, 20], 1, 32, num_slots=3)
+    out = torch.empty(2, HEADS * DIM, dtype=torch.bfloat16, device="cuda")
+    args = dict(out=out, q=q, gate=gate, key_cache=key_cache, value_cache=value_cache, slots=slots,
+                context_lens=context_lens, scale=DIM ** -0.5, max_context=32)
+
+    def call(**changes):
+        a = {**args, **changes}
+        torch.ops.qwen3next.attention_decode(a["out"], a["q"], a["gate"], a["key_cache"], a["value_cache"],
+                                             a["slots"], a["context_lens"], a["scale"], a["max_context"])
+
+    call()
+    with pytest.raises(RuntimeError, match="bfloat16"):
+        call(q=q.float())
+    with pytest.raises(RuntimeError, match="value_cache"):
+        call(value_cache=value_cache[:, :16].contiguous())
+    with pytest.raises(RuntimeError, match="query rows"):
+        call(q=q.repeat(5, 1, 1), gate=gate.repeat(5, 1, 1), out=out.repeat(5, 1), slots=slots[:1],
+             context_lens=context_lens[:1])
+    with pytest.raises(RuntimeError, match="context_lens"):
+        call(context_lens=context_lens[:1])
+    with pytest.raises(RuntimeError, match="max_context"):
+        call(max_context=0)
+
+
+@cuda
+def test_prepass_matches_reference():
+    gen = torch.Generator().manual_seed(11)
+    lengths, starts, slots = [1, 5, 300, 2], [0, 40000 - 5, 17, 3], [2, 0, -1, 3]  # one past 32K, one padding
+    tokens, max_len = sum(lengths), 40000
+    qg = torch.randn(tokens, HEADS, 2 * DIM, generator=gen).to("cuda", torch.bfloat16)
+    q = qg[..., :DIM]  # a strided view, as the model's q_proj split gives it
+    k, v = (torch.randn(tokens, KV_HEADS, DIM, generator=gen).to("cuda", torch.bfloat16) for _ in range(2))
+    q_norm, k_norm = ((torch.randn(DIM, generator=gen) * 0.1).to("cuda", torch.bfloat16) for _ in range(2))
+    positions = torch.cat([torch.arange(s, s + n) for s, n in zip(starts, lengths)]).cuda()
+    cos, sin = reference.rope_cos_sin(positions, Qwen3NextConfig())
+    key_cache = torch.randn(4, max_len, KV_HEADS, DIM, generator=gen).to("cuda", torch.bfloat16)
+    value_cache = torch.randn(4, max_len, KV_HEADS, DIM, generator=gen).to("cuda", torch.bfloat16)
+    cu = torch.tensor([0, 1, 6, 306, 308], dtype=torch.int32, device="cuda")
+    context = torch.tensor([s + n for s, n in zip(starts, lengths)], dtype=torch.int32, device="cuda")
+    slot_tensor = torch.tensor(slots, dtype=torch.int32, device="cuda")
+    ref_key, ref_value = key_cache.clone(), value_cache.clone()
+    out_q = ops.attention_prepass(q, k, v, cos, sin, q_norm, k_norm, 1e-6, key_cache, value_cache, slot_tensor, cu,
+                                  context)
+    bounds = cu.tolist()
+    for s, slot in enumerate(slots):  # the reference, one valid sequence at a time
+        if slot < 0:
+            continue
+        rows = slice(bounds[s], bounds[s + 1])
+        one = torch.tensor([0, lengths[s]], dtype=torch.int32, device="cuda")
+        ref_q = reference.attention_prepass(q[rows], k[rows], v[rows], cos[rows], sin[rows], q_norm, k_norm, 1e-6,
+                                            ref_key, ref_value, slot_tensor[s:s + 1], one, context[s:s + 1])
+        assert_close(out_q[rows].float(), ref_q.float(), atol=1e-2, rtol=1e-2, name=f"q of sequence {s}")
+    # every valid key and value lands where the reference puts it; padding writes nothing
+    assert_close(key_cache.float(), ref_key.float(), atol=1e-2, rtol=1e-2, name="key cache")
+    assert torch.equal(value_cache, ref_value)
