@@ -119,29 +119,17 @@ __device__ __forceinline__ void invert_unit_lower(PrepareSmem& sm, int tid) {
 __device__ __forceinline__ void store_lower_product(const bf16* a_tile, const bf16* b_tile, int ldb, bf16* dst,
                                                     int row0, int rows, int head, int value_heads, int warp,
                                                     int lane) {
-  const int block = warp % kRowBlocks, col0 = warp / kRowBlocks * (kDim / kColumnGroups);
-  float acc[kDim / kColumnGroups / 8][4] = {};
-#pragma unroll
-  for (int k0 = 0; k0 < kChunk; k0 += 16) {
-    if (k0 <= 16 * block) {  // T is zero right of the diagonal block
-      FragA a;
-      load_a(a, a_tile, kLdChunk, 16 * block, k0, lane);
-#pragma unroll
-      for (int np = 0; np < kDim / kColumnGroups / 16; ++np) {
-        FragB2 b;
-        load_b_kn(b, b_tile, ldb, k0, col0 + 16 * np, lane);
-        mma(acc[2 * np], a, b, 0);
-        mma(acc[2 * np + 1], a, b, 1);
-      }
-    }
-  }
+  constexpr int kGroupCols = kDim / kColumnGroups;
+  const int block = warp % kRowBlocks, col0 = warp / kRowBlocks * kGroupCols;
+  float acc[kGroupCols / 8][4] = {};  // T is zero right of the diagonal block: k up to the block's end
+  mma_rows<kGroupCols, kChunk>(acc, a_tile, kLdChunk, 16 * block, b_tile, ldb, col0, 16 * block + 16, lane);
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
     const int i = 16 * block + lane / 4 + 8 * half;
     if (i >= rows) continue;
     unsigned* row = reinterpret_cast<unsigned*>(dst + (int64_t(row0 + i) * value_heads + head) * kDim + col0);
 #pragma unroll
-    for (int nt = 0; nt < kDim / kColumnGroups / 8; ++nt) {
+    for (int nt = 0; nt < kGroupCols / 8; ++nt) {
       row[nt * 4 + lane % 4] = pack_bf16(acc[nt][2 * half], acc[nt][2 * half + 1]);
     }
   }
@@ -371,15 +359,8 @@ __global__ void __launch_bounds__(kThreads) gdn_prefill_state_kernel(const GdnPr
 
     // V' = U - W S for the warp's 16 rows x 16 columns.
     float v[kGroupCols / 8][4] = {};
-#pragma unroll
-    for (int k0 = 0; k0 < kDim; k0 += 16) {
-      FragA a;
-      FragB2 b;
-      load_a(a, &st.w[0][0], kLdDim, 16 * block, k0, lane);
-      load_b_kn(b, &sm.state[0][0], kLdCols, k0, kGroupCols * group, lane);
-      mma(v[0], a, b, 0);
-      mma(v[1], a, b, 1);
-    }
+    mma_rows<kGroupCols, kDim>(v, &st.w[0][0], kLdDim, 16 * block, &sm.state[0][0], kLdCols, kGroupCols * group, kDim,
+                               lane);
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       const int i = 16 * block + lane / 4 + 8 * half;
@@ -475,18 +456,8 @@ __global__ void __launch_bounds__(kThreads) gdn_prefill_output_kernel(const GdnP
     __syncthreads();
 
     float o[kGroupCols / 8][4] = {};
-#pragma unroll
-    for (int k0 = 0; k0 < kDim; k0 += 16) {
-      FragA a;
-      load_a(a, &sm.q[0][0], kLdDim, 16 * block, k0, lane);
-#pragma unroll
-      for (int np = 0; np < kGroupCols / 16; ++np) {
-        FragB2 b;
-        load_b_kn(b, &sm.state[0][0], kLdDim, k0, kGroupCols * group + 16 * np, lane);
-        mma(o[2 * np], a, b, 0);
-        mma(o[2 * np + 1], a, b, 1);
-      }
-    }
+    mma_rows<kGroupCols, kDim>(o, &sm.q[0][0], kLdDim, 16 * block, &sm.state[0][0], kLdDim, kGroupCols * group, kDim,
+                               lane);
 #pragma unroll
     for (int nt = 0; nt < kGroupCols / 8; ++nt) {
 #pragma unroll
@@ -495,20 +466,8 @@ __global__ void __launch_bounds__(kThreads) gdn_prefill_output_kernel(const GdnP
     cp_async_wait<0>();
     __syncthreads();
     // O += P V' (P is zero right of the diagonal block).
-#pragma unroll
-    for (int k0 = 0; k0 < kChunk; k0 += 16) {
-      if (k0 <= 16 * block) {
-        FragA a;
-        load_a(a, &sm.p[0][0], kLdChunk, 16 * block, k0, lane);
-#pragma unroll
-        for (int np = 0; np < kGroupCols / 16; ++np) {
-          FragB2 b;
-          load_b_kn(b, &sm.v[0][0], kLdDim, k0, kGroupCols * group + 16 * np, lane);
-          mma(o[2 * np], a, b, 0);
-          mma(o[2 * np + 1], a, b, 1);
-        }
-      }
-    }
+    mma_rows<kGroupCols, kChunk>(o, &sm.p[0][0], kLdChunk, 16 * block, &sm.v[0][0], kLdDim, kGroupCols * group,
+                                 16 * block + 16, lane);
     // o is rounded to bf16 where the unfused model stores it; the norm spans both column groups.
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
