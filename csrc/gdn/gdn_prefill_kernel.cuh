@@ -342,13 +342,8 @@ __global__ void __launch_bounds__(kThreads) gdn_prefill_state_kernel(const GdnPr
       }
     }
     __syncthreads();  // R complete; every thread is done reading the state's bf16 copy
-#pragma unroll
-    for (int nt = 0; nt < kGroupCols / 8; ++nt) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[nt][e] = 0.f;
-    }
-    // T is zero right of the diagonal block: k up to the block's end
-    mma_rows<kGroupCols, kChunk>(acc, &st.t[0][0], kLdChunk, 16 * block, &sm.residual[0][0], kLdCols,
+    float written[kGroupCols / 8][4] = {};  // T is zero right of the diagonal block: k up to the block's end
+    mma_rows<kGroupCols, kChunk>(written, &st.t[0][0], kLdChunk, 16 * block, &sm.residual[0][0], kLdCols,
                                  kGroupCols * group, 16 * block + 16, lane);
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
@@ -356,7 +351,7 @@ __global__ void __launch_bounds__(kThreads) gdn_prefill_state_kernel(const GdnPr
       const float kscale = st.scales[i].y;
 #pragma unroll
       for (int nt = 0; nt < kGroupCols / 8; ++nt) {
-        const float v0 = acc[nt][2 * half], v1 = acc[nt][2 * half + 1];
+        const float v0 = written[nt][2 * half], v1 = written[nt][2 * half + 1];
         *reinterpret_cast<unsigned*>(&sm.written[i][col + nt * 8]) = pack_bf16(v0, v1);
         *reinterpret_cast<unsigned*>(&sm.written_k[i][col + nt * 8]) = pack_bf16(v0 * kscale, v1 * kscale);
       }
