@@ -56,6 +56,27 @@ __device__ __forceinline__ void mma(FragC& c, const FragA& a, const FragB2& b, i
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[2 * half]), "r"(b[2 * half + 1]));
 }
 
+// acc (16 rows x kN columns: kN / 8 accumulator tiles) += A (rows m0.. of a row-major [m][k] tile) times B
+// (columns n0.. of a row-major [k][n] tile), k over [0, k_end) in steps of 16 (at most kK; k_end a multiple of 16).
+template <int kN, int kK>
+__device__ __forceinline__ void mma_rows(float (&acc)[kN / 8][4], const __nv_bfloat16* a, int lda, int m0,
+                                         const __nv_bfloat16* b, int ldb, int n0, int k_end, int lane) {
+#pragma unroll
+  for (int k0 = 0; k0 < kK; k0 += 16) {
+    if (k0 < k_end) {
+      FragA fa;
+      load_a(fa, a, lda, m0, k0, lane);
+#pragma unroll
+      for (int np = 0; np < kN / 16; ++np) {
+        FragB2 fb;
+        load_b_kn(fb, b, ldb, k0, n0 + 16 * np, lane);
+        mma(acc[2 * np], fa, fb, 0);
+        mma(acc[2 * np + 1], fa, fb, 1);
+      }
+    }
+  }
+}
+
 __device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
   const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
   return *reinterpret_cast<const unsigned*>(&v);

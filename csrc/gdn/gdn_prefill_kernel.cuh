@@ -328,15 +328,8 @@ __global__ void __launch_bounds__(kThreads) gdn_prefill_state_kernel(const GdnPr
     // The warp's 16 rows x 16 columns: R = V - diag(wscale) K S, then (after the barrier) V' = T diag(beta) R.
     float acc[kGroupCols / 8][4] = {};
     const int col = kGroupCols * group + 2 * (lane % 4);  // + nt * 8
-#pragma unroll
-    for (int k0 = 0; k0 < kDim; k0 += 16) {
-      FragA a;
-      FragB2 b;
-      load_a(a, &st.k[0][0], kLdDim, 16 * block, k0, lane);
-      load_b_kn(b, &sm.state[0][0], kLdCols, k0, kGroupCols * group, lane);
-      mma(acc[0], a, b, 0);
-      mma(acc[1], a, b, 1);
-    }
+    mma_rows<kGroupCols, kDim>(acc, &st.k[0][0], kLdDim, 16 * block, &sm.state[0][0], kLdCols, kGroupCols * group,
+                               kDim, lane);
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       const int i = 16 * block + lane / 4 + 8 * half;
@@ -349,29 +342,16 @@ __global__ void __launch_bounds__(kThreads) gdn_prefill_state_kernel(const GdnPr
       }
     }
     __syncthreads();  // R complete; every thread is done reading the state's bf16 copy
-#pragma unroll
-    for (int nt = 0; nt < kGroupCols / 8; ++nt) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[nt][e] = 0.f;
-    }
-#pragma unroll
-    for (int k0 = 0; k0 < kChunk; k0 += 16) {
-      if (k0 <= 16 * block) {  // T is zero right of the diagonal block
-        FragA a;
-        FragB2 b;
-        load_a(a, &st.t[0][0], kLdChunk, 16 * block, k0, lane);
-        load_b_kn(b, &sm.residual[0][0], kLdCols, k0, kGroupCols * group, lane);
-        mma(acc[0], a, b, 0);
-        mma(acc[1], a, b, 1);
-      }
-    }
+    float written[kGroupCols / 8][4] = {};  // T is zero right of the diagonal block: k up to the block's end
+    mma_rows<kGroupCols, kChunk>(written, &st.t[0][0], kLdChunk, 16 * block, &sm.residual[0][0], kLdCols,
+                                 kGroupCols * group, 16 * block + 16, lane);
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       const int i = 16 * block + lane / 4 + 8 * half;
       const float kscale = st.scales[i].y;
 #pragma unroll
       for (int nt = 0; nt < kGroupCols / 8; ++nt) {
-        const float v0 = acc[nt][2 * half], v1 = acc[nt][2 * half + 1];
+        const float v0 = written[nt][2 * half], v1 = written[nt][2 * half + 1];
         *reinterpret_cast<unsigned*>(&sm.written[i][col + nt * 8]) = pack_bf16(v0, v1);
         *reinterpret_cast<unsigned*>(&sm.written_k[i][col + nt * 8]) = pack_bf16(v0 * kscale, v1 * kscale);
       }
@@ -458,18 +438,8 @@ __global__ void __launch_bounds__(kThreads) gdn_prefill_output_kernel(const GdnP
     __syncthreads();
 
     float o[kGroupCols / 8][4] = {};
-#pragma unroll
-    for (int k0 = 0; k0 < kDim; k0 += 16) {
-      FragA a;
-      load_a(a, &sm.q[0][0], kLdDim, 16 * block, k0, lane);
-#pragma unroll
-      for (int np = 0; np < kGroupCols / 16; ++np) {
-        FragB2 b;
-        load_b_kn(b, &sm.state[0][0], kLdDim, k0, kGroupCols * group + 16 * np, lane);
-        mma(o[2 * np], a, b, 0);
-        mma(o[2 * np + 1], a, b, 1);
-      }
-    }
+    mma_rows<kGroupCols, kDim>(o, &sm.q[0][0], kLdDim, 16 * block, &sm.state[0][0], kLdDim, kGroupCols * group, kDim,
+                               lane);
 #pragma unroll
     for (int nt = 0; nt < kGroupCols / 8; ++nt) {
 #pragma unroll
@@ -478,20 +448,8 @@ __global__ void __launch_bounds__(kThreads) gdn_prefill_output_kernel(const GdnP
     cp_async_wait<0>();
     __syncthreads();
     // O += P V' (P is zero right of the diagonal block).
-#pragma unroll
-    for (int k0 = 0; k0 < kChunk; k0 += 16) {
-      if (k0 <= 16 * block) {
-        FragA a;
-        load_a(a, &sm.p[0][0], kLdChunk, 16 * block, k0, lane);
-#pragma unroll
-        for (int np = 0; np < kGroupCols / 16; ++np) {
-          FragB2 b;
-          load_b_kn(b, &sm.v[0][0], kLdDim, k0, kGroupCols * group + 16 * np, lane);
-          mma(o[2 * np], a, b, 0);
-          mma(o[2 * np + 1], a, b, 1);
-        }
-      }
-    }
+    mma_rows<kGroupCols, kChunk>(o, &sm.p[0][0], kLdChunk, 16 * block, &sm.v[0][0], kLdDim, kGroupCols * group,
+                                 16 * block + 16, lane);
     // o is rounded to bf16 where the unfused model stores it; the norm spans both column groups.
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
