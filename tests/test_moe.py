@@ -4,6 +4,8 @@ ways, NaN-poisoned output, repeated runs identical, CUDA-graph replay, bad input
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
@@ -15,37 +17,37 @@ MODEL = dict(hidden=2048, experts=512, top_k=10, width=512, shared_width=512)
 TINY = dict(hidden=128, experts=16, top_k=4, width=64, shared_width=128)
 
 
-def make_weights(gen, hidden, experts, width, shared_width, device="cuda", skew_direction=None):
-    """Random bf16 weights with the checkpoint's scales; with ``skew_direction`` (a unit vector [H]) router rows 0
-    and 1 point along it, so inputs that also do pick experts 0 and 1 first."""
+@functools.lru_cache(maxsize=2)
+def expert_weights(hidden, experts, width, shared_width) -> reference.MoEWeights:
+    """Random bf16 weights with the checkpoint's scales, drawn once per shape on the GPU (the model's are 3 GB);
+    the router is drawn per test (see make_case)."""
+    gen = torch.Generator(device="cuda").manual_seed(hidden + experts)
 
     def randn(*shape, scale):
-        return torch.randn(*shape, generator=gen) * scale
+        return torch.empty(*shape, dtype=torch.bfloat16, device="cuda").normal_(std=scale, generator=gen)
 
-    router = randn(experts, hidden, scale=hidden ** -0.5)
-    if skew_direction is not None:
-        router[:2] = 8 * skew_direction
-    weights = reference.MoEWeights(
-        router=router, gate_up=randn(experts, 2 * width, hidden, scale=hidden ** -0.5),
+    return reference.MoEWeights(
+        router=None, gate_up=randn(experts, 2 * width, hidden, scale=hidden ** -0.5),
         down=randn(experts, hidden, width, scale=width ** -0.5),
         shared_gate=randn(shared_width, hidden, scale=hidden ** -0.5),
         shared_up=randn(shared_width, hidden, scale=hidden ** -0.5),
         shared_down=randn(hidden, shared_width, scale=shared_width ** -0.5),
         shared_expert_gate=randn(1, hidden, scale=hidden ** -0.5))
-    return reference.MoEWeights(*(t.to(device, torch.bfloat16) for t in weights))
 
 
 def make_case(gen, shape, tokens, skewed=False):
-    direction = None
+    """x [tokens, H] and the weights with a fresh router; ``skewed``: router rows 0 and 1 and every token point
+    along one direction, so every token picks experts 0 and 1 first."""
+    hidden = shape["hidden"]
+    router = torch.randn(shape["experts"], hidden, generator=gen) * hidden ** -0.5
+    x = torch.randn(tokens, hidden, generator=gen)
     if skewed:
-        direction = torch.randn(shape["hidden"], generator=gen)
+        direction = torch.randn(hidden, generator=gen)
         direction /= direction.norm()
-    weights = make_weights(gen, shape["hidden"], shape["experts"], shape["width"], shape["shared_width"],
-                           skew_direction=direction)
-    x = torch.randn(tokens, shape["hidden"], generator=gen)
-    if skewed:
+        router[:2] = 8 * direction
         x += 6 * direction
-    return x.to("cuda", torch.bfloat16), weights
+    weights = expert_weights(hidden, shape["experts"], shape["width"], shape["shared_width"])
+    return x.to("cuda", torch.bfloat16), weights._replace(router=router.to("cuda", torch.bfloat16))
 
 
 @cuda
