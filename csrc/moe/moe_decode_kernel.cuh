@@ -182,7 +182,7 @@ __device__ __forceinline__ void mma_block(FragC& acc, const uint4 (&w)[2], const
 template <bool kGateUp>
 __global__ void __launch_bounds__(kThreads) moe_expert_kernel(const MoeDecodeParams p) {
   constexpr int kMats = kGateUp ? 2 : 1;
-  __shared__ float partial[kWarps][kTokenTiles][32][4 * kMats];
+  __shared__ __align__(16) float partial[kWarps][kTokenTiles][32][4 * kMats];  // read as float4
   const int group = blockIdx.y;
   if (group >= *p.num_groups) return;
   const int expert = p.group_expert[group], begin = p.group_start[group], count = p.group_start[group + 1] - begin;
