@@ -66,8 +66,11 @@ def test_kernel_matches_reference(shape, tokens, skewed, norm_topk_prob):
     torch.ops.qwen3next.moe_decode(out, x, logits, weights.gate_up, weights.down, weights.shared_gate,
                                    weights.shared_up, weights.shared_down, weights.shared_expert_gate, shape["top_k"],
                                    norm_topk_prob)
-    expected = reference.moe(x, weights, shape["top_k"], norm_topk_prob)  # same bf16 logits, fp32 experts
-    assert_close(out.float(), expected.float(), atol=2e-3, rtol=2e-2, max_rel_err=8e-3)
+    expected = reference.moe(x, weights, shape["top_k"], norm_topk_prob).float()  # same bf16 logits, fp32 experts
+    # bf16 roundings (the hidden activation, as the model stores it, and the output) leave ~0.25% of the output's
+    # RMS (H100: at most 0.29% and single elements 0.46% of it): tolerances a few times that
+    rms = float(expected.norm()) / expected.numel() ** 0.5
+    assert_close(out.float(), expected, atol=1e-2 * rms, rtol=2e-2, max_rel_err=5e-3)
     assert torch.equal(ops.moe(x, weights, shape["top_k"], norm_topk_prob), out)  # repeated runs are identical
 
 
