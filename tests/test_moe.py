@@ -67,10 +67,11 @@ def test_kernel_matches_reference(shape, tokens, skewed, norm_topk_prob):
                                    weights.shared_up, weights.shared_down, weights.shared_expert_gate, shape["top_k"],
                                    norm_topk_prob)
     expected = reference.moe(x, weights, shape["top_k"], norm_topk_prob).float()  # same bf16 logits, fp32 experts
-    # bf16 roundings (the hidden activation, as the model stores it, and the output) leave ~0.25% of the output's
-    # RMS (H100: at most 0.29% and single elements 0.46% of it): tolerances a few times that
+    # The bf16 roundings (the hidden activation, where the model stores it, and the output) leave an error of about
+    # 0.25% of the output's RMS, Gaussian (H100: relative norm error <= 0.29%, single elements <= 4.6e-3 with an
+    # RMS near 0.36): elementwise 8 sigma, and the norm at twice what was seen
     rms = float(expected.norm()) / expected.numel() ** 0.5
-    assert_close(out.float(), expected, atol=1e-2 * rms, rtol=2e-2, max_rel_err=5e-3)
+    assert_close(out.float(), expected, atol=2e-2 * rms, rtol=2e-2, max_rel_err=5e-3)
     assert torch.equal(ops.moe(x, weights, shape["top_k"], norm_topk_prob), out)  # repeated runs are identical
 
 
