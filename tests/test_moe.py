@@ -68,8 +68,8 @@ def test_kernel_matches_reference(shape, tokens, skewed, norm_topk_prob):
                                    norm_topk_prob)
     expected = reference.moe(x, weights, shape["top_k"], norm_topk_prob).float()  # same bf16 logits, fp32 experts
     # The bf16 roundings (the hidden activation, where the model stores it, and the output) leave an error of about
-    # 0.25% of the output's RMS, Gaussian (H100: relative norm error <= 0.29%, single elements <= 4.6e-3 with an
-    # RMS near 0.36): elementwise 8 sigma, and the norm at twice what was seen
+    # 0.25% of the output's RMS, Gaussian (H100: relative norm error <= 0.29%, single elements <= 4.6e-3 with an RMS
+    # estimated near 0.36): elementwise 8 sigma, and the norm at twice what was seen
     rms = float(expected.norm()) / expected.numel() ** 0.5
     assert_close(out.float(), expected, atol=2e-2 * rms, rtol=2e-2, max_rel_err=5e-3)
     assert torch.equal(ops.moe(x, weights, shape["top_k"], norm_topk_prob), out)  # repeated runs are identical
