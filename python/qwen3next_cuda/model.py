@@ -17,10 +17,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from . import ops
+from . import graphs, ops
 from .cache import HybridCache
 from .config import LINEAR_ATTENTION, Qwen3NextConfig
-from .reference import Qwen3NextReference
+from .reference import Qwen3NextReference, rope_inv_freq
 from .sampling import GenerationConfig, SamplingParams, apply_penalties, sample
 from .tokenizer import TOKENIZER_FILE, Qwen3Tokenizer
 from .weights import load_weights
@@ -41,6 +41,8 @@ class Qwen3NextCUDA:
         self.tokenizer = tokenizer
         self.generation_config = generation_config or GenerationConfig(eos_token_ids=tuple(config.eos_token_ids))
         self._model = Qwen3NextReference(config, weights, ops=ops)  # holds the weights (embed, lm_head, MoE)
+        inv_freq, scale = rope_inv_freq(config)
+        self._rope = (inv_freq.to(self.device), scale)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device | None = None,
@@ -115,13 +117,21 @@ class Qwen3NextCUDA:
     def _forward(self, ids: torch.Tensor, lengths: list[int], slots: list[int], cache: HybridCache,
                  all_logits: bool) -> torch.Tensor:
         """ids [N]: the new tokens of each sequence in turn (lengths[s] for slot slots[s])."""
-        config, weights, eps = self.config, self._model.weights, self.config.rms_norm_eps
         if len(set(slots)) != len(slots):
             raise ValueError(f"slots {slots} repeat: each sequence needs its own slot")
         for slot, length in zip(slots, lengths):
             cache.check_room(slot, length)
-        batch = _Batch(slots, [cache.lengths[slot] for slot in slots], lengths, self.device)
-        cos, sin = ops.rope_cos_sin(batch.positions, config)
+        batch = _Batch.of(slots, [cache.lengths[slot] for slot in slots], lengths, cache.max_len, self.device)
+        logits = self._step(ids, batch, cache, all_logits)
+        for slot, length in zip(slots, lengths):
+            cache.lengths[slot] += length
+        return logits
+
+    def _step(self, ids: torch.Tensor, batch: _Batch, cache: HybridCache, all_logits: bool) -> torch.Tensor:
+        """The forward on device tensors only (no host sync, no copy from the host): what a CUDA graph captures.
+        The caller keeps ``cache.lengths``."""
+        config, weights, eps = self.config, self._model.weights, self.config.rms_norm_eps
+        cos, sin = ops.rope_cos_sin(batch.positions, config, self._rope)
 
         residual = F.embedding(ids, self._model.embed)
         hidden = ops.rmsnorm(residual, weights["model.layers.0.input_layernorm.weight"], eps)
@@ -137,8 +147,6 @@ class Qwen3NextCUDA:
             last = i + 1 == config.num_hidden_layers
             next_norm = weights["model.norm.weight" if last else f"model.layers.{i + 1}.input_layernorm.weight"]
             residual, hidden = ops.rmsnorm_add(moe_out, residual, next_norm, eps)
-        for slot, length in zip(slots, lengths):
-            cache.lengths[slot] += length
         if not all_logits:
             hidden = hidden[batch.cu_seqlens[1:].long() - 1]
         return F.linear(hidden, self._model.lm_head).float()
@@ -199,6 +207,7 @@ class Qwen3NextCUDA:
         seed: int | None = None,
         enable_thinking: bool | None = None,
         streamer: Callable[[int, int], None] | None = None,
+        cuda_graphs: bool | None = None,
     ) -> torch.Tensor:
         """Generate up to ``max_new_tokens`` after each prompt; returns token ids [B, T + new] (int64, on CPU).
 
@@ -211,6 +220,8 @@ class Qwen3NextCUDA:
         checkpoint's) ends a sequence, which is then padded with the pad token. Prompts shorter than the
         longest are left-padded, as transformers returns them. ``seed`` makes sampling reproducible.
         ``streamer(prompt_index, token_id)`` is called for every generated token as it is chosen.
+        ``cuda_graphs``: decode steps by CUDA-graph replay (``qwen3next_cuda.graphs``); default: when every op of
+        the step has a graph-safe kernel for this model (:func:`qwen3next_cuda.graphs.capturable`).
         """
         prompts, params, eos, generator = self._request(
             inputs, max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p, top_k=top_k,
@@ -218,7 +229,7 @@ class Qwen3NextCUDA:
             eos_token_id=eos_token_id, seed=seed, enable_thinking=enable_thinking)
         pad = self._pad_token_id(eos)
         new_tokens: list[list[int]] = [[] for _ in prompts]
-        for index, token in self._tokens(prompts, max_new_tokens, params, eos, generator):
+        for index, token in self._tokens(prompts, max_new_tokens, params, eos, generator, cuda_graphs):
             new_tokens[index].append(token)
             if streamer is not None:
                 streamer(index, token)
@@ -272,12 +283,16 @@ class Qwen3NextCUDA:
         return prompts, params, eos, generator
 
     def _tokens(self, prompts: list[Prompt], max_new_tokens: int, params: SamplingParams, eos: list[int],
-                generator: torch.Generator | None) -> Iterator[tuple[int, int]]:
+                generator: torch.Generator | None, cuda_graphs: bool | None = None) -> Iterator[tuple[int, int]]:
         """(prompt index, token) of every generated token, in the order they are chosen."""
         # every prompt in one varlen prefill, then one decode step per token for the sequences still running
         cache = self.new_cache(len(prompts), max(map(len, prompts)) + max_new_tokens)
         slots = [cache.allocate(len(prompt) + max_new_tokens) for prompt in prompts]
         logits = self.prefill(prompts, slots, cache)
+        if cuda_graphs is None:
+            cuda_graphs = graphs.capturable(self) and max_new_tokens > 1
+        decode = (graphs.DecodeGraphs(self, cache).decode if cuda_graphs
+                  else lambda tokens, step_slots: self.decode(tokens, step_slots, cache))
         running = list(range(len(prompts)))
         if params.penalized:  # which tokens each running row has seen (prompt and output) and generated
             vocab = logits.shape[-1]
@@ -308,7 +323,7 @@ class Qwen3NextCUDA:
                 if params.penalized:
                     seen, generated = seen[keep], generated[keep]
             running = still_running
-            logits = self.decode(tokens, [slots[index] for index in running], cache)
+            logits = decode(tokens, [slots[index] for index in running])
 
     def _prompts(self, inputs, enable_thinking: bool | None) -> list[Prompt]:
         """Normalise generate()'s inputs to a list of token-id lists."""
@@ -353,14 +368,22 @@ class Qwen3NextCUDA:
 
 class _Batch:
     """The device tensors the ops take for a varlen forward: each token's position, sequence bounds in the flat
-    batch, slots, and each sequence's length with its new tokens."""
+    batch, slots, and each sequence's length with its new tokens; with host bounds of the longest sequence and
+    of the contexts (sizes for the kernels' grids: the cache's length, so that an eager decode step splits its
+    attention as the captured one does)."""
 
-    def __init__(self, slots: list[int], starts: list[int], lengths: list[int], device: torch.device):
-        self.max_length = max(lengths)
-        self.max_context = max(start + length for start, length in zip(starts, lengths))
-        self.positions = torch.cat([torch.arange(start, start + length) for start, length in zip(starts, lengths)]
-                                   ).to(device)
-        self.cu_seqlens = torch.tensor([0, *itertools.accumulate(lengths)], dtype=torch.int32, device=device)
-        self.slot_tensor = torch.tensor(slots, dtype=torch.int32, device=device)
-        self.context_lens = torch.tensor([start + length for start, length in zip(starts, lengths)],
-                                         dtype=torch.int32, device=device)
+    def __init__(self, positions: torch.Tensor, cu_seqlens: torch.Tensor, slot_tensor: torch.Tensor,
+                 context_lens: torch.Tensor, max_length: int, max_context: int):
+        self.positions, self.cu_seqlens, self.slot_tensor, self.context_lens = (positions, cu_seqlens, slot_tensor,
+                                                                                context_lens)
+        self.max_length, self.max_context = max_length, max_context
+
+    @classmethod
+    def of(cls, slots: list[int], starts: list[int], lengths: list[int], max_context: int,
+           device: torch.device) -> _Batch:
+        """The batch of sequences continuing at ``starts`` with ``lengths`` new tokens each."""
+        ends = [start + length for start, length in zip(starts, lengths)]
+        positions = torch.cat([torch.arange(start, end) for start, end in zip(starts, ends)]).to(device)
+        cu_seqlens = torch.tensor([0, *itertools.accumulate(lengths)], dtype=torch.int32, device=device)
+        return cls(positions, cu_seqlens, torch.tensor(slots, dtype=torch.int32, device=device),
+                   torch.tensor(ends, dtype=torch.int32, device=device), max(lengths), max_context)

@@ -1,6 +1,6 @@
 """Write a random-weight Qwen3-Next checkpoint in the published layout.
 
-    python -m qwen3next_cuda.tools.make_checkpoint OUT --preset tiny|slice [--layers N] [--seed S]
+    python -m qwen3next_cuda.tools.make_checkpoint OUT --preset tiny|narrow|slice [--layers N] [--seed S]
         [--shard-size 2GB] [--variant instruct|thinking] [--no-mtp] [--no-tokenizer]
 
 The files are those of a released checkpoint: ``config.json``, ``generation_config.json``, bf16 safetensors
@@ -35,6 +35,13 @@ PRESETS: dict[str, dict] = {
         hidden_size=128, num_experts=16, num_experts_per_tok=4, moe_intermediate_size=64,
         shared_expert_intermediate_size=128, linear_num_key_heads=4, linear_num_value_heads=8,
         linear_key_head_dim=32, linear_value_head_dim=32, num_attention_heads=4, num_key_value_heads=2, head_dim=64,
+    ),
+    # the tiny structure with the published head sizes (128-wide DeltaNet heads, 256-wide attention heads), so that
+    # every op of a step runs its GPU kernel (tests of the whole model on a GPU, CUDA graphs)
+    "narrow": dict(
+        hidden_size=256, num_experts=16, num_experts_per_tok=4, moe_intermediate_size=64,
+        shared_expert_intermediate_size=128, linear_num_key_heads=2, linear_num_value_heads=4,
+        num_attention_heads=4, num_key_value_heads=1,
     ),
     "slice": {},  # the published 80B-A3B widths (the config defaults)
 }

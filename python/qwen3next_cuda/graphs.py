@@ -1,0 +1,109 @@
+"""CUDA graphs of the decode step (one new token per sequence), one per batch bucket.
+
+The buckets are captured largest first into one memory pool. A replay runs the whole step, embedding to
+logits, from static input buffers: the token ids, the slots (-1 on the bucket's padding rows, which every kernel
+skips), the positions and the context lengths. Batches above the largest bucket run eagerly. The cache's tensors
+are updated in place, so a graph stays valid as long as its cache lives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .cache import HybridCache
+
+BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+def capturable(model) -> bool:
+    """Whether every op of the model's decode step has a graph-safe kernel at its shapes and dtype: bf16 on a GPU,
+    128-wide DeltaNet heads, 256-wide attention heads with at most 64 query heads per KV head, and the few-token
+    MoE kernels' limits (<= 512 experts, top-k <= 16, widths in multiples of 32)."""
+    config = model.config
+    return (model.device.type == "cuda" and model.dtype == torch.bfloat16 and config.head_dim == 256
+            and config.linear_key_head_dim == 128 and config.linear_value_head_dim == 128
+            and config.num_attention_heads // config.num_key_value_heads <= 64
+            and config.num_experts <= 512 and config.num_experts_per_tok <= 16
+            and all(size % 32 == 0 for size in (config.hidden_size, config.moe_intermediate_size,
+                                                 config.shared_expert_intermediate_size)))
+
+
+class DecodeGraphs:
+    """The decode step of ``model`` on ``cache``, captured per bucket (those of ``buckets`` up to the cache's
+    batch). ``decode(tokens, slots)`` is ``model.decode(tokens, slots, cache)`` by replay."""
+
+    def __init__(self, model, cache: HybridCache, buckets: Sequence[int] = BUCKETS):
+        if not capturable(model):
+            raise ValueError("CUDA-graph decode needs the model in bfloat16 on a GPU with kernel-sized heads "
+                             "(128-wide DeltaNet heads, 256-wide attention heads)")
+        self.model, self.cache = model, cache
+        self.buckets = sorted({min(b, cache.max_batch) for b in buckets if b > 0})  # the cache's batch tops them
+        largest, device = self.buckets[-1], model.device
+        self._tokens = torch.zeros(largest, dtype=torch.long, device=device)
+        self._slots = torch.full((largest,), -1, dtype=torch.int32, device=device)
+        self._positions = torch.zeros(largest, dtype=torch.long, device=device)
+        self._context_lens = torch.ones(largest, dtype=torch.int32, device=device)
+        self._cu_seqlens = torch.arange(largest + 1, dtype=torch.int32, device=device)
+        self._staging = torch.zeros(3, largest, dtype=torch.int32).pin_memory()  # slots, positions, context lengths
+        self._staged = torch.cuda.Event()  # the last copies out of the staging buffer are done
+        self._graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self._logits: dict[int, torch.Tensor] = {}
+
+        # Warm-up on a side stream (lazy initialisation, allocator growth; every slot is padding, so the cache is
+        # untouched), then capture, largest first so the smaller graphs reuse the pool's blocks.
+        stream = torch.cuda.Stream(device)
+        stream.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(stream):
+            for bucket in reversed(self.buckets):
+                self._step(bucket)
+        torch.cuda.current_stream(device).wait_stream(stream)
+        pool = torch.cuda.graph_pool_handle()
+        for bucket in reversed(self.buckets):
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=pool):
+                self._logits[bucket] = self._step(bucket)
+            self._graphs[bucket] = graph
+
+    def _step(self, bucket: int) -> torch.Tensor:
+        from .model import _Batch
+
+        batch = _Batch(self._positions[:bucket], self._cu_seqlens[:bucket + 1], self._slots[:bucket],
+                       self._context_lens[:bucket], max_length=1, max_context=self.cache.max_len)
+        return self.model._step(self._tokens[:bucket], batch, self.cache, all_logits=False)
+
+    @torch.no_grad()
+    def decode(self, tokens: torch.Tensor, slots: Sequence[int]) -> torch.Tensor:
+        """One new token per slot: ``tokens`` [B] -> fp32 logits [B, vocab] (a view of the graph's output, valid
+        until the next replay of the same bucket)."""
+        slots = list(slots)
+        bucket = next((b for b in self.buckets if b >= len(slots)), None)
+        if bucket is None:
+            return self.model.decode(tokens, slots, self.cache)
+        if tokens.dim() != 1 or tokens.numel() != len(slots):
+            raise ValueError(f"decode needs one token per slot, got tokens {tuple(tokens.shape)} for {len(slots)} "
+                             f"slots")
+        if len(set(slots)) != len(slots):
+            raise ValueError(f"slots {slots} repeat: each sequence needs its own slot")
+        for slot in slots:
+            self.cache.check_room(slot, 1)
+        n = len(slots)
+        self._staged.synchronize()  # the previous step's copies have left the staging buffer
+        staged = self._staging[:, :bucket]
+        staged[0].fill_(-1)
+        staged[1].zero_()
+        staged[2].fill_(1)
+        lengths = [self.cache.lengths[slot] for slot in slots]
+        staged[0, :n] = torch.tensor(slots, dtype=torch.int32)
+        staged[1, :n] = torch.tensor(lengths, dtype=torch.int32)
+        staged[2, :n] = staged[1, :n] + 1
+        self._slots[:bucket].copy_(staged[0], non_blocking=True)
+        self._positions[:bucket].copy_(staged[1], non_blocking=True)
+        self._context_lens[:bucket].copy_(staged[2], non_blocking=True)
+        self._staged.record()
+        self._tokens[:n].copy_(tokens, non_blocking=True)
+        self._graphs[bucket].replay()
+        for slot in slots:
+            self.cache.lengths[slot] += 1
+        return self._logits[bucket][:n]
