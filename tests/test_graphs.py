@@ -88,6 +88,15 @@ def test_generate_with_graphs_matches_eager(gpu):
 
 
 @cuda
+def test_sampling_inside_the_graphs_matches_eager(gpu):
+    """Seeded sampling: the graphs draw from the registered generator as the eager steps do."""
+    batch = prompts([6, 9], seed=8)
+    options = dict(do_sample=True, temperature=0.8, top_p=0.9, top_k=50, eos_token_id=[], seed=123)
+    assert torch.equal(gpu.generate(batch, 10, cuda_graphs=True, **options),
+                       gpu.generate(batch, 10, cuda_graphs=False, **options))
+
+
+@cuda
 def test_batches_beyond_the_largest_bucket_run_eagerly(gpu):
     cache = gpu.new_cache(3, 32)
     slots = [cache.allocate(32) for _ in range(3)]

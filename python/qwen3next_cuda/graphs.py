@@ -8,7 +8,7 @@ are updated in place, so a graph stays valid as long as its cache lives.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -31,14 +31,19 @@ def capturable(model) -> bool:
 
 
 class DecodeGraphs:
-    """The decode step of ``model`` on ``cache``, captured per bucket (those of ``buckets`` up to the cache's
-    batch). ``decode(tokens, slots)`` is ``model.decode(tokens, slots, cache)`` by replay."""
+    """The decode step of ``model`` on ``cache``, captured per bucket (those of ``buckets``, the largest cut to the
+    cache's batch). ``decode(tokens, slots)`` is ``model.decode(tokens, slots, cache)`` by replay; with a
+    ``sampler`` (logits [B, V] -> tokens [B], e.g. ``sampling.sample`` with fixed parameters) the graphs also
+    choose the next tokens: ``decode_sample``. A ``generator`` the sampler draws from is registered with the
+    graphs, so that replays advance it as eager calls would."""
 
-    def __init__(self, model, cache: HybridCache, buckets: Sequence[int] = BUCKETS):
+    def __init__(self, model, cache: HybridCache, buckets: Sequence[int] = BUCKETS,
+                 sampler: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 generator: torch.Generator | None = None):
         if not capturable(model):
             raise ValueError("CUDA-graph decode needs the model in bfloat16 on a GPU with kernel-sized heads "
                              "(128-wide DeltaNet heads, 256-wide attention heads)")
-        self.model, self.cache = model, cache
+        self.model, self.cache, self._sampler = model, cache, sampler
         self.buckets = sorted({min(b, cache.max_batch) for b in buckets if b > 0})  # the cache's batch tops them
         largest, device = self.buckets[-1], model.device
         self._tokens = torch.zeros(largest, dtype=torch.long, device=device)
@@ -50,9 +55,12 @@ class DecodeGraphs:
         self._staged = torch.cuda.Event()  # the last copies out of the staging buffer are done
         self._graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self._logits: dict[int, torch.Tensor] = {}
+        self._chosen: dict[int, torch.Tensor] = {}
 
         # Warm-up on a side stream (lazy initialisation, allocator growth; every slot is padding, so the cache is
-        # untouched), then capture, largest first so the smaller graphs reuse the pool's blocks.
+        # untouched), then capture, largest first so the smaller graphs reuse the pool's blocks. The generator's
+        # state is put back: only replays draw from it.
+        rng_state = generator.get_state() if generator is not None else None
         stream = torch.cuda.Stream(device)
         stream.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(stream):
@@ -62,25 +70,46 @@ class DecodeGraphs:
         pool = torch.cuda.graph_pool_handle()
         for bucket in reversed(self.buckets):
             graph = torch.cuda.CUDAGraph()
+            if generator is not None:
+                graph.register_generator_state(generator)
             with torch.cuda.graph(graph, pool=pool):
-                self._logits[bucket] = self._step(bucket)
+                self._logits[bucket], self._chosen[bucket] = self._step(bucket)
             self._graphs[bucket] = graph
+        if generator is not None:
+            generator.set_state(rng_state)
 
-    def _step(self, bucket: int) -> torch.Tensor:
+    def _step(self, bucket: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         from .model import _Batch
 
         batch = _Batch(self._positions[:bucket], self._cu_seqlens[:bucket + 1], self._slots[:bucket],
                        self._context_lens[:bucket], max_length=1, max_context=self.cache.max_len)
-        return self.model._step(self._tokens[:bucket], batch, self.cache, all_logits=False)
+        logits = self.model._step(self._tokens[:bucket], batch, self.cache, all_logits=False)
+        return logits, self._sampler(logits) if self._sampler is not None else None
 
     @torch.no_grad()
     def decode(self, tokens: torch.Tensor, slots: Sequence[int]) -> torch.Tensor:
         """One new token per slot: ``tokens`` [B] -> fp32 logits [B, vocab] (a view of the graph's output, valid
         until the next replay of the same bucket)."""
+        bucket, n = self._replay(tokens, slots)
+        return self.model.decode(tokens, list(slots), self.cache) if bucket is None else self._logits[bucket][:n]
+
+    @torch.no_grad()
+    def decode_sample(self, tokens: torch.Tensor, slots: Sequence[int]) -> torch.Tensor:
+        """As :meth:`decode`, then the sampler: the next tokens [B] (int64)."""
+        if self._sampler is None:
+            raise ValueError("decode_sample needs the graphs captured with a sampler")
+        bucket, n = self._replay(tokens, slots)
+        if bucket is None:
+            return self._sampler(self.model.decode(tokens, list(slots), self.cache))
+        return self._chosen[bucket][:n]
+
+    def _replay(self, tokens: torch.Tensor, slots: Sequence[int]) -> tuple[int | None, int]:
+        """Fills the buffers and replays the smallest bucket that holds the batch: (bucket, batch), or (None,
+        batch) and nothing done when none does."""
         slots = list(slots)
         bucket = next((b for b in self.buckets if b >= len(slots)), None)
         if bucket is None:
-            return self.model.decode(tokens, slots, self.cache)
+            return None, len(slots)
         if tokens.dim() != 1 or tokens.numel() != len(slots):
             raise ValueError(f"decode needs one token per slot, got tokens {tuple(tokens.shape)} for {len(slots)} "
                              f"slots")
@@ -106,4 +135,4 @@ class DecodeGraphs:
         self._graphs[bucket].replay()
         for slot in slots:
             self.cache.lengths[slot] += 1
-        return self._logits[bucket][:n]
+        return bucket, n

@@ -9,6 +9,7 @@ one is built and the inputs are on a GPU, the PyTorch reference elsewhere (CPU i
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -289,10 +290,26 @@ class Qwen3NextCUDA:
         cache = self.new_cache(len(prompts), max(map(len, prompts)) + max_new_tokens)
         slots = [cache.allocate(len(prompt) + max_new_tokens) for prompt in prompts]
         logits = self.prefill(prompts, slots, cache)
+
+        def choose(logits):  # penalties (when asked) and sampling, on the GPU
+            if params.penalized:
+                logits = apply_penalties(logits, seen, generated, params)
+            return sample(logits, params, generator)
+
+        # the next tokens from the last ones: a replay that samples too, a replay then eager penalties and sampling
+        # (their masks change shape as sequences finish), or eager throughout
         if cuda_graphs is None:
             cuda_graphs = graphs.capturable(self) and max_new_tokens > 1
-        decode = (graphs.DecodeGraphs(self, cache).decode if cuda_graphs
-                  else lambda tokens, step_slots: self.decode(tokens, step_slots, cache))
+        if cuda_graphs and not params.penalized:
+            step = graphs.DecodeGraphs(self, cache, sampler=functools.partial(sample, params=params,
+                                                                              generator=generator),
+                                       generator=generator).decode_sample
+        else:
+            decode = graphs.DecodeGraphs(self, cache).decode if cuda_graphs else functools.partial(self.decode,
+                                                                                                  cache=cache)
+
+            def step(tokens, step_slots):
+                return choose(decode(tokens, step_slots))
         running = list(range(len(prompts)))
         if params.penalized:  # which tokens each running row has seen (prompt and output) and generated
             vocab = logits.shape[-1]
@@ -300,10 +317,8 @@ class Qwen3NextCUDA:
             for row, prompt in enumerate(prompts):
                 seen[row, torch.tensor(prompt, device=self.device)] = True
             generated = torch.zeros_like(seen)
-        for step in range(max_new_tokens):
-            if params.penalized:
-                logits = apply_penalties(logits, seen, generated, params)
-            tokens = sample(logits, params, generator)
+        tokens = choose(logits)
+        for step_index in range(max_new_tokens):
             if params.penalized:
                 rows = torch.arange(len(running), device=self.device)
                 seen[rows, tokens] = True
@@ -315,7 +330,7 @@ class Qwen3NextCUDA:
                     cache.free(slots[index])
                 else:
                     still_running.append(index)
-            if not still_running or step + 1 == max_new_tokens:
+            if not still_running or step_index + 1 == max_new_tokens:
                 break
             if len(still_running) < len(running):
                 keep = torch.tensor([running.index(index) for index in still_running], device=self.device)
@@ -323,7 +338,7 @@ class Qwen3NextCUDA:
                 if params.penalized:
                     seen, generated = seen[keep], generated[keep]
             running = still_running
-            logits = decode(tokens, [slots[index] for index in running])
+            tokens = step(tokens, [slots[index] for index in running])
 
     def _prompts(self, inputs, enable_thinking: bool | None) -> list[Prompt]:
         """Normalise generate()'s inputs to a list of token-id lists."""
