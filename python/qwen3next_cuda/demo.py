@@ -2,9 +2,12 @@
 
     python -m qwen3next_cuda.demo [--model PATH] [--prompt TEXT] [--max-new-tokens N] [--device cpu|cuda]
 
-Without ``--model`` it uses the embedded default: a tiny random-weight checkpoint with the real Qwen3
-tokenizer, written once under ``$QWEN3NEXT_CUDA_CACHE`` (default ``~/.cache/qwen3next_cuda``). Its weights
-are random, so the reply is noise; the point is the whole path from chat template to streamed text.
+Without ``--model`` it uses the embedded default, random weights with the real Qwen3 tokenizer: on a GPU the
+published widths with 4 layers (3 DeltaNet + 1 attention), drawn on the device; on a CPU a tiny checkpoint
+written once under ``$QWEN3NEXT_CUDA_CACHE`` (default ``~/.cache/qwen3next_cuda``), whose tokenizer files the
+GPU default borrows. The weights are random, so the reply is noise; the point is the whole path from chat
+template to streamed text, and the speed: prefill and decode tokens per second, decode eager and by CUDA-graph
+replay, beside the floor (the bytes a decode step reads at the GPU's measured copy bandwidth).
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ import time
 
 import torch
 
+from . import graphs
 from .model import Qwen3NextCUDA
+from .sampling import GenerationConfig
+from .tokenizer import Qwen3Tokenizer
 
 DEFAULT_PROMPT = "Give me a short introduction to large language models."
 
@@ -43,25 +49,81 @@ def embedded_checkpoint() -> str:
     return path
 
 
+def full_width_model(device: torch.device) -> Qwen3NextCUDA:
+    """The published widths, 4 layers, random weights drawn on ``device``; the embedded tokenizer."""
+    from .tools.make_checkpoint import preset_config, random_weights
+
+    config = preset_config("slice", layers=4, mtp=False)
+    tokenizer = Qwen3Tokenizer.from_pretrained(embedded_checkpoint())
+    return Qwen3NextCUDA(config, random_weights(config, device=device), tokenizer,
+                         GenerationConfig(eos_token_ids=tuple(config.eos_token_ids)))
+
+
+def copy_bandwidth(device: torch.device, nbytes: int = 2**30) -> float:
+    """Bytes per second of a device-to-device copy (read + write), median of 10."""
+    src = torch.empty(nbytes, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    times = []
+    for _ in range(10):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        dst.copy_(src)
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return 2 * nbytes / sorted(times)[len(times) // 2]
+
+
+def decode_step_bytes(model: Qwen3NextCUDA, context: int) -> int:
+    """What one decode step of one sequence reads at least: every weight once (of the experts, the top-k the
+    router picks), each DeltaNet state read and written, the attention layers' keys and values."""
+    config, total = model.config, 0
+    for name, weight in model._model.weights.items():
+        if name == "model.embed_tokens.weight":
+            total += weight[0].nbytes
+        elif ".mlp.experts." in name:
+            total += weight.nbytes * config.num_experts_per_tok // config.num_experts
+        else:
+            total += weight.nbytes
+    state = config.linear_num_value_heads * config.linear_value_head_dim * config.linear_key_head_dim * 4
+    total += 2 * state * len(config.linear_attention_layers)
+    kv = 2 * context * config.num_key_value_heads * config.head_dim * model.dtype.itemsize
+    return total + kv * len(config.full_attention_layers)
+
+
+def decode_rate(model: Qwen3NextCUDA, messages, tokens: int, cuda_graphs: bool) -> float:
+    """Decode tokens per second (the first token, from the prefill, excluded) of a greedy reply."""
+    times = []
+    model.generate(messages, tokens, do_sample=False, eos_token_id=[], cuda_graphs=cuda_graphs,
+                   streamer=lambda *_: times.append(time.perf_counter()))
+    return (len(times) - 1) / (times[-1] - times[0])
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m qwen3next_cuda.demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", help="checkpoint directory (default: the embedded tiny random checkpoint)")
+    parser.add_argument("--model", help="checkpoint directory (default: random weights, see above)")
     parser.add_argument("--prompt", default=DEFAULT_PROMPT)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
-        model = Qwen3NextCUDA.from_pretrained(args.model or embedded_checkpoint(), device=args.device)
+        if args.model is None and device.type == "cuda":
+            model, name = full_width_model(device), "random weights at the published widths, 4 layers"
+        else:
+            model = Qwen3NextCUDA.from_pretrained(args.model or embedded_checkpoint(), device=device)
+            name = args.model or "embedded tiny random checkpoint"
         if model.tokenizer is None:
             raise ValueError(f"{args.model} has no tokenizer files; the demo chats through the chat template")
     except (OSError, ValueError) as error:
         sys.exit(f"error: {error}")
     messages = [{"role": "user", "content": args.prompt}]
     prompt_len = len(model.tokenizer.apply_chat_template(messages, add_generation_prompt=True))
-    print(f"model: {args.model or 'embedded tiny random checkpoint'} on {model.device} ({model.dtype}), "
-          f"{model.config.num_hidden_layers} layers, hidden {model.config.hidden_size}")
+    print(f"model: {name} on {model.device} ({model.dtype}), {model.config.num_hidden_layers} layers, "
+          f"hidden {model.config.hidden_size}")
     print(f"user: {args.prompt}\nassistant: ", end="", flush=True)
 
     decoder = model.tokenizer.incremental_decoder(skip_special_tokens=True)
@@ -75,10 +137,15 @@ def main(argv: list[str] | None = None) -> None:
     model.generate(messages, args.max_new_tokens, seed=args.seed, streamer=stream)
     print(decoder.finish())
     prefill_s = token_times[0] - start
-    line = f"prefill: {prompt_len} tokens in {prefill_s * 1e3:.1f} ms ({prompt_len / prefill_s:.0f} tok/s)"
-    if len(token_times) > 1:
-        decode_s = token_times[-1] - token_times[0]
-        line += f"; decode: {len(token_times) - 1} tokens at {(len(token_times) - 1) / decode_s:.1f} tok/s (eager)"
+    print(f"prefill: {prompt_len} tokens in {prefill_s * 1e3:.1f} ms ({prompt_len / prefill_s:.0f} tok/s)")
+    if args.max_new_tokens < 2:
+        return
+    eager = decode_rate(model, messages, args.max_new_tokens, cuda_graphs=False)
+    line = f"decode: {eager:.1f} tok/s eager"
+    if graphs.capturable(model):
+        replayed = decode_rate(model, messages, args.max_new_tokens, cuda_graphs=True)
+        floor = copy_bandwidth(model.device) / decode_step_bytes(model, prompt_len + args.max_new_tokens)
+        line += f", {replayed:.1f} tok/s by CUDA graph; floor {floor:.0f} tok/s (the bytes a step reads at copy speed)"
     print(line)
 
 

@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from ..config import Qwen3NextConfig
-from ..weights import INDEX_FILE, SINGLE_FILE, Shape, published_shapes
+from ..weights import FP32_TENSORS, INDEX_FILE, SINGLE_FILE, Shape, memory_shapes, published_shapes
 
 PRESETS: dict[str, dict] = {
     "tiny": dict(
@@ -69,11 +69,12 @@ def parse_size(size: int | str) -> int:
     return int(float(match[1]) * _SIZE_UNITS[(match[2] or "").upper()])
 
 
-def random_tensor(name: str, shape: Shape, seed: int) -> torch.Tensor:
-    """A bf16 tensor for ``name`` with the scale its role needs, from a generator seeded by (seed, name)."""
+def random_tensor(name: str, shape: Shape, seed: int, device: str | torch.device = "cpu") -> torch.Tensor:
+    """A bf16 tensor for ``name`` with the scale its role needs, from a generator on ``device`` seeded by
+    (seed, name)."""
     digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
-    gen = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
-    t = torch.empty(shape, dtype=torch.float32)
+    gen = torch.Generator(device).manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+    t = torch.empty(shape, dtype=torch.float32, device=device)
     if name.endswith(".A_log"):  # decay rate A = exp(A_log) in [1, 16]
         t.uniform_(1.0, 16.0, generator=gen).log_()
     elif name.endswith(".dt_bias"):
@@ -85,6 +86,14 @@ def random_tensor(name: str, shape: Shape, seed: int) -> torch.Tensor:
     else:  # linear weights, embeddings (std 0.02) and zero-centred RMSNorm weights (1 + w, w small around 0)
         t.normal_(0.0, 0.02, generator=gen)
     return t.to(torch.bfloat16)
+
+
+def random_weights(config: Qwen3NextConfig, seed: int = 0, device: str | torch.device = "cpu",
+                   dtype: torch.dtype = torch.bfloat16) -> dict[str, torch.Tensor]:
+    """Random weights in the in-memory layout (``weights.memory_shapes``), drawn on ``device`` with the
+    checkpoint's scales: a model without files (a GPU draws the full-width slice at once)."""
+    return {name: random_tensor(name, shape, seed, device).to(torch.float32 if name.rsplit(".", 1)[-1] in FP32_TENSORS else dtype)
+            for name, shape in memory_shapes(config).items()}
 
 
 def plan_shards(shapes: dict[str, Shape], shard_bytes: int) -> list[list[str]]:
