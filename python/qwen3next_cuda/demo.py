@@ -75,23 +75,6 @@ def copy_bandwidth(device: torch.device, nbytes: int = 2**30) -> float:
     return 2 * nbytes / sorted(times)[len(times) // 2]
 
 
-def decode_step_bytes(model: Qwen3NextCUDA, context: int) -> int:
-    """What one decode step of one sequence reads at least: every weight once (of the experts, the top-k the
-    router picks), each DeltaNet state read and written, the attention layers' keys and values."""
-    config, total = model.config, 0
-    for name, weight in model._model.weights.items():
-        if name == "model.embed_tokens.weight":
-            total += weight[0].nbytes
-        elif ".mlp.experts." in name:
-            total += weight.nbytes * config.num_experts_per_tok // config.num_experts
-        else:
-            total += weight.nbytes
-    state = config.linear_num_value_heads * config.linear_value_head_dim * config.linear_key_head_dim * 4
-    total += 2 * state * len(config.linear_attention_layers)
-    kv = 2 * context * config.num_key_value_heads * config.head_dim * model.dtype.itemsize
-    return total + kv * len(config.full_attention_layers)
-
-
 def decode_rate(model: Qwen3NextCUDA, messages, tokens: int, cuda_graphs: bool) -> float:
     """Decode tokens per second (the first token, from the prefill, excluded) of a greedy reply."""
     times = []
@@ -144,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     line = f"decode: {eager:.1f} tok/s eager"
     if graphs.capturable(model):
         replayed = decode_rate(model, messages, args.max_new_tokens, cuda_graphs=True)
-        floor = copy_bandwidth(model.device) / decode_step_bytes(model, prompt_len + args.max_new_tokens)
+        floor = copy_bandwidth(model.device) / model.decode_step_bytes(1, prompt_len + args.max_new_tokens)
         line += f", {replayed:.1f} tok/s by CUDA graph; floor {floor:.0f} tok/s (the bytes a step reads at copy speed)"
     print(line)
 

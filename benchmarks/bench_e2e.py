@@ -1,0 +1,169 @@
+"""e2e_decode, e2e_prefill: the model end to end at the published widths with 4 layers (3 DeltaNet + 1 attention),
+random weights, against transformers' Qwen3NextForCausalLM on the same weights (bf16, flash-linear-attention
+installed, experts_implementation="grouped_mm").
+
+ours_graph / ours_eager: a decode step (one token per sequence) by CUDA-graph replay / eagerly, wall time per
+step of a run of steps (host work included, as a user sees it); ours: a prefill of one prompt. hf_fla: the same
+through transformers (decode from the cache its own prefill of the context left; only where that prefill fits).
+
+floor_us: decode, the bytes a step reads (Qwen3NextCUDA.decode_step_bytes: the weights, the experts the batch
+selects under uniform routing, states, keys and values) at the copy ceiling; prefill, the FLOPs of the projections
+and experts (2 x active parameters per token), causal attention and the chunked delta rule at the matmul ceiling.
+The 48-layer extrapolation is in the notes (12 x the 4-layer layers, 1 x embeddings and lm_head).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+from qwen3next_cuda import Qwen3NextCUDA, graphs
+from qwen3next_cuda.config import Qwen3NextConfig
+from qwen3next_cuda.sampling import GenerationConfig
+from qwen3next_cuda.tools.make_checkpoint import preset_config
+from qwen3next_cuda.weights import reorder_in_proj_ba, reorder_in_proj_qkvz
+
+LAYERS = 4
+DECODE = [(batch, context) for context in (1024, 32768) for batch in (1, 8, 32, 128)]
+PEER_DECODE = {(1, 1024), (8, 1024), (32, 1024)}  # where transformers' own prefill of the context is practical
+PREFILL = (4096,)  # 32768 waits for the attention prefill kernel: the reference attention holds 64 GiB of scores
+STEPS = 20
+
+
+def transformers_model(config: Qwen3NextConfig):
+    """transformers' model at ``config``, random bf16 weights drawn on the GPU, grouped_mm experts; or None."""
+    try:
+        from transformers import Qwen3NextConfig as HFConfig
+        from transformers import Qwen3NextForCausalLM
+    except ImportError:
+        return None
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        with torch.device("cuda"):
+            model = Qwen3NextForCausalLM(HFConfig(**config.to_dict())).eval()
+    finally:
+        torch.set_default_dtype(default)
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("A_log"):
+                param.uniform_(1.0, 16.0, generator=gen).log_()
+            elif name.endswith("dt_bias"):
+                param.normal_(1.0, 0.1, generator=gen)
+            elif name.endswith("linear_attn.norm.weight"):
+                param.normal_(1.0, 0.02, generator=gen)
+            else:
+                param.normal_(0.0, 0.02, generator=gen)
+    model.set_experts_implementation("grouped_mm")
+    return model
+
+
+def our_model(hf_model, config: Qwen3NextConfig) -> Qwen3NextCUDA:
+    """Ours on the same weights (shared storage, but the reordered in_proj rows)."""
+    weights = {}
+    for name, tensor in hf_model.state_dict().items():
+        if name.endswith("in_proj_qkvz.weight"):
+            tensor = reorder_in_proj_qkvz(tensor, config)
+        elif name.endswith("in_proj_ba.weight"):
+            tensor = reorder_in_proj_ba(tensor, config)
+        if name.endswith(("A_log", "dt_bias")):
+            tensor = tensor.float()
+        weights[name] = tensor
+    return Qwen3NextCUDA(config, weights, None, GenerationConfig(eos_token_ids=()))
+
+
+def wall_us(step, repeats: int) -> float:
+    """Median wall time of ``step()`` in microseconds, the GPU drained before and after each."""
+    times = []
+    for _ in range(repeats):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        step()
+        torch.cuda.synchronize()
+        times.append((time.perf_counter() - start) * 1e6)
+    return statistics.median(times)
+
+
+def our_decode(model: Qwen3NextCUDA, batch: int, context: int, cuda_graph: bool) -> float:
+    """Per-step wall time of STEPS decode steps after a (zeroed) context of ``context`` tokens."""
+    cache = model.new_cache(batch, context + 2 * STEPS + 8)
+    slots = [cache.allocate(cache.max_len) for _ in range(batch)]
+    decode = (graphs.DecodeGraphs(model, cache, buckets=(batch,)).decode if cuda_graph
+              else lambda tokens, step_slots: model.decode(tokens, step_slots, cache))
+    tokens = torch.randint(0, model.config.vocab_size, (batch,), device="cuda")
+
+    def run():
+        for slot in slots:
+            cache.lengths[slot] = context - 1
+        for _ in range(STEPS):
+            decode(tokens, slots)
+
+    run()  # warm-up
+    return wall_us(run, 3) / STEPS
+
+
+def hf_decode(hf_model, batch: int, context: int) -> float:
+    ids = torch.randint(0, hf_model.config.vocab_size, (batch, context), device="cuda")
+    with torch.no_grad():
+        cache = hf_model(ids, use_cache=True).past_key_values
+        token = ids[:, -1:]
+        times = []
+        for _ in range(STEPS // 4):
+            times.append(wall_us(lambda: hf_model(token, past_key_values=cache, use_cache=True), 1))
+    return statistics.median(times)
+
+
+def prefill_flops(config: Qwen3NextConfig, model: Qwen3NextCUDA, tokens: int) -> float:
+    """2 x active parameters per token (the top-k experts of the stacks, no embeddings), causal attention
+    (QK^T and PV over half the pairs), the chunked delta rule (5.8 MFLOP per token and layer at the published
+    heads, see benchmarks/NOTES.md)."""
+    active = 0
+    for name, weight in model._model.weights.items():
+        if name == "model.embed_tokens.weight":
+            continue
+        share = config.num_experts_per_tok / config.num_experts if ".mlp.experts." in name else 1
+        active += weight.numel() * share
+    attention = 2 * 2 * tokens * tokens / 2 * config.num_attention_heads * config.head_dim
+    delta_rule = 5.8e6 * tokens
+    return (2 * active * tokens + attention * len(config.full_attention_layers)
+            + delta_rule * len(config.linear_attention_layers))
+
+
+def run(record) -> None:
+    config = preset_config("slice", layers=LAYERS, mtp=False)
+    hf_model = transformers_model(config)
+    if hf_model is None:
+        from qwen3next_cuda.tools.make_checkpoint import random_weights
+
+        model = Qwen3NextCUDA(config, random_weights(config, device="cuda"), None,
+                              GenerationConfig(eos_token_ids=()))
+    else:
+        model = our_model(hf_model, config)
+
+    for batch, context in DECODE:
+        params = {"layers": LAYERS, "batch": batch, "context": context}
+        nbytes = model.decode_step_bytes(batch, context)
+        record("e2e_decode", "ours_graph", params, our_decode(model, batch, context, True), nbytes=nbytes)
+        record("e2e_decode", "ours_eager", params, our_decode(model, batch, context, False), nbytes=nbytes)
+        if hf_model is not None and (batch, context) in PEER_DECODE:
+            record("e2e_decode", "hf_fla", params, hf_decode(hf_model, batch, context), nbytes=nbytes)
+
+    for tokens in PREFILL:
+        params = {"layers": LAYERS, "tokens": tokens}
+        flops = prefill_flops(config, model, tokens)
+        prompt = torch.randint(0, config.vocab_size, (tokens,)).tolist()
+
+        def ours():
+            cache = model.new_cache(1, tokens)
+            model.prefill([prompt], [cache.allocate(tokens)], cache)
+
+        ours()
+        record("e2e_prefill", "ours", params, wall_us(ours, 3), flops=flops)
+        if hf_model is not None:
+            ids = torch.tensor([prompt], device="cuda")
+            with torch.no_grad():
+                hf_model(ids)
+                record("e2e_prefill", "hf_fla", params, wall_us(lambda: hf_model(ids), 3), flops=flops)
