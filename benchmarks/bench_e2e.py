@@ -23,7 +23,7 @@ from qwen3next_cuda import Qwen3NextCUDA, graphs
 from qwen3next_cuda.config import Qwen3NextConfig
 from qwen3next_cuda.sampling import GenerationConfig
 from qwen3next_cuda.tools.make_checkpoint import preset_config
-from qwen3next_cuda.weights import reorder_in_proj_ba, reorder_in_proj_qkvz
+from qwen3next_cuda.weights import from_transformers
 
 LAYERS = 4
 DECODE = [(batch, context) for context in (1024, 32768) for batch in (1, 8, 32, 128)]
@@ -62,17 +62,9 @@ def transformers_model(config: Qwen3NextConfig):
 
 
 def our_model(hf_model, config: Qwen3NextConfig) -> Qwen3NextCUDA:
-    """Ours on the same weights (shared storage, but the reordered in_proj rows)."""
-    weights = {}
-    for name, tensor in hf_model.state_dict().items():
-        if name.endswith("in_proj_qkvz.weight"):
-            tensor = reorder_in_proj_qkvz(tensor, config)
-        elif name.endswith("in_proj_ba.weight"):
-            tensor = reorder_in_proj_ba(tensor, config)
-        if name.endswith(("A_log", "dt_bias")):
-            tensor = tensor.float()
-        weights[name] = tensor
-    return Qwen3NextCUDA(config, weights, None, GenerationConfig(eos_token_ids=()))
+    """Ours on the same weights (shared storage, but the regrouped in_proj rows)."""
+    return Qwen3NextCUDA(config, from_transformers(hf_model.state_dict(), config), None,
+                         GenerationConfig(eos_token_ids=()))
 
 
 def wall_us(step, repeats: int) -> float:

@@ -13,7 +13,7 @@ from transformers import Qwen3NextForCausalLM
 
 from qwen3next_cuda.config import Qwen3NextConfig
 from qwen3next_cuda.reference import Qwen3NextReference
-from qwen3next_cuda.weights import reorder_in_proj_ba, reorder_in_proj_qkvz
+from qwen3next_cuda.weights import from_transformers
 from utils import assert_close, calc_diff
 
 COMMON = dict(vocab_size=397, hidden_size=72, linear_num_key_heads=2, linear_num_value_heads=4,
@@ -55,20 +55,6 @@ def randomize_(model: torch.nn.Module, gen: torch.Generator) -> None:
         param.data.copy_(value)
 
 
-def reference_weights(hf_model: Qwen3NextForCausalLM, config: Qwen3NextConfig) -> dict[str, torch.Tensor]:
-    """transformers state dict -> our in-memory layout ([q|k|v|z], [b|a] rows; lm_head left out when tied)."""
-    weights = {}
-    for name, tensor in hf_model.state_dict().items():
-        if name.endswith("in_proj_qkvz.weight"):
-            tensor = reorder_in_proj_qkvz(tensor, config)
-        elif name.endswith("in_proj_ba.weight"):
-            tensor = reorder_in_proj_ba(tensor, config)
-        weights[name] = tensor
-    if config.tie_word_embeddings:
-        del weights["lm_head.weight"]
-    return weights
-
-
 @pytest.fixture(scope="module", params=list(CONFIGS))
 def setup(request):
     """A random transformers model, the reference on the same weights, token ids and transformers' logits."""
@@ -80,7 +66,7 @@ def setup(request):
     config = Qwen3NextConfig.from_dict(hf_config.to_dict())
     assert config.layer_types == hf_config.layer_types and len(set(config.layer_types)) == 2
     assert config.rope.type == hf_config.rope_parameters["rope_type"] and config.rotary_dim == config.head_dim // 4
-    model = Qwen3NextReference(config, reference_weights(hf_model, config))
+    model = Qwen3NextReference(config, from_transformers(hf_model.state_dict(), config))
     input_ids = torch.randint(0, config.vocab_size, (BATCH, SEQ_LEN), generator=gen)
     with torch.no_grad():
         hf_logits = hf_model(input_ids).logits

@@ -68,6 +68,24 @@ def reorder_in_proj_ba(weight: torch.Tensor, config: Qwen3NextConfig) -> torch.T
     return torch.cat(_split_grouped_rows(weight, hk, [ratio, ratio]), dim=0)
 
 
+def from_transformers(state_dict: dict[str, torch.Tensor], config: Qwen3NextConfig) -> dict[str, torch.Tensor]:
+    """transformers' in-memory ``Qwen3NextForCausalLM`` state dict (fused experts, as ours) -> the in-memory layout:
+    the in_proj rows regrouped, ``A_log``/``dt_bias`` in fp32, ``lm_head`` left out when tied. Other tensors are
+    shared, not copied."""
+    weights = {}
+    for name, tensor in state_dict.items():
+        if name.endswith("in_proj_qkvz.weight"):
+            tensor = reorder_in_proj_qkvz(tensor, config)
+        elif name.endswith("in_proj_ba.weight"):
+            tensor = reorder_in_proj_ba(tensor, config)
+        elif name.rsplit(".", 1)[-1] in FP32_TENSORS:
+            tensor = tensor.float()
+        weights[name] = tensor
+    if config.tie_word_embeddings:
+        weights.pop("lm_head.weight", None)
+    return weights
+
+
 # ---- expected tensors ---------------------------------------------------------------------------
 def layer_shapes(config: Qwen3NextConfig, prefix: str, layer_type: str) -> dict[str, Shape]:
     """Tensors of one decoder layer except its routed experts: norms, mixer, router, shared expert."""
