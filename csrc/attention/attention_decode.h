@@ -11,22 +11,16 @@
 
 #include <cstdint>
 
+#include "attention/attention_args.h"
+
 namespace qwen3next {
 
-struct AttentionDecodeParams {
-  const void* q;  // [B * T, Hq, 256] bf16, contiguous: sequence b's tokens are rows b * T .. b * T + T - 1
-  const void* gate;  // [B * T, Hq, 256] bf16 (strided rows and heads): out is multiplied by sigmoid(gate)
-  int64_t gate_row_stride, gate_head_stride;
-  const void* key_cache;  // [slots, max_len, Hkv, 256] bf16
-  const void* value_cache;  // [slots, max_len, Hkv, 256] bf16
-  const int32_t* slots;  // [B]; outside [0, num_slots): padding, skipped (its rows of out untouched)
-  const int32_t* context_lens;  // [B]: tokens in the cache, the new ones included
-  void* out;  // [B * T, Hq * 256] bf16
+// Sequence b's T = N / B new tokens are rows b * T .. b * T + T - 1 of q.
+struct AttentionDecodeParams : AttentionArgs {
   float* partial_out;  // [B, Hkv, splits, rows, 256] fp32, rows = 8 * T
   float* partial_max;  // [B, Hkv, splits, rows]: row max of the scores (log2 units, scaled)
   float* partial_sum;  // [B, Hkv, splits, rows]
-  float scale_log2;  // softmax scale * log2(e)
-  int batch, tokens, query_heads, kv_heads, num_slots, max_len, splits;
+  int batch, tokens, splits;
 };
 
 void run_attention_decode(const AttentionDecodeParams& params, cudaStream_t stream);

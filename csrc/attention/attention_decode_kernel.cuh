@@ -10,6 +10,7 @@
 #include <cuda_bf16.h>
 
 #include "attention/attention_decode.h"
+#include "attention/flash_block.cuh"
 #include "common/async_copy.cuh"
 #include "common/mma.cuh"
 #include "common/vec.cuh"
@@ -89,15 +90,15 @@ __global__ void __launch_bounds__(kThreads, 1) attention_decode_split_kernel(con
   }
   cp_async_commit();
 
-  // This thread's rows: r0 = 16 row_tile + g and r0 + 8; the last key each may see (causal), -1 past the rows.
+  // This thread's rows: r0 = 16 row_tile + g and r0 + 8; the last key each may see (causal, within the split),
+  // -1 past the rows.
   int last_key[2];
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
     const int r = 16 * row_tile + g + 8 * half;
-    last_key[half] = r < rows ? range.context - p.tokens + r / group : -1;
+    last_key[half] = r < rows ? min(range.context - p.tokens + r / group, range.key_end - 1) : -1;
   }
-  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
-  float o[kDim / 8][4] = {};
+  flash::RowState<kDim> rows_state;
 
   for (int tile = 0; tile < tiles; ++tile) {
     const int stage = tile % kStages, key0 = range.key_begin + tile * kKeys;
@@ -113,64 +114,8 @@ __global__ void __launch_bounds__(kThreads, 1) attention_decode_split_kernel(con
     const bf16* v_tile = v_smem + stage * kKeys * kLd;
 
     for (int sub = slice * slice_keys; sub < (slice + 1) * slice_keys; sub += 16) {
-      // S = Q K^T for 16 rows x 16 keys.
-      float s[2][4] = {};
-#pragma unroll
-      for (int k0 = 0; k0 < kDim; k0 += 16) {
-        FragA a;
-        FragB2 kb;
-        load_a(a, q_smem, kLd, 16 * row_tile, k0, lane);
-        load_b_nk(kb, k_tile, kLd, k0, sub, lane);
-        mma(s[0], a, kb, 0);
-        mma(s[1], a, kb, 1);
-      }
-      // Online softmax: mask, new row max, rescale, P in bf16 as the A operand of P V.
-      float p_values[2][4];
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        float block_max = -INFINITY;
-#pragma unroll
-        for (int nt = 0; nt < 2; ++nt) {
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const int key = key0 + sub + 8 * nt + 2 * t + e;
-            const bool visible = key < range.key_end && key <= last_key[half];
-            float& x = s[nt][2 * half + e];
-            x = visible ? x * p.scale_log2 : -INFINITY;
-            block_max = fmaxf(block_max, x);
-          }
-        }
-        block_max = fmaxf(block_max, __shfl_xor_sync(0xffffffffu, block_max, 1));
-        block_max = fmaxf(block_max, __shfl_xor_sync(0xffffffffu, block_max, 2));
-        const float new_max = fmaxf(row_max[half], block_max);
-        const float base = new_max == -INFINITY ? 0.f : new_max;  // nothing visible yet: every p is 0
-        const float correction = exp2f(row_max[half] - base);
-        row_max[half] = new_max;
-        row_sum[half] *= correction;
-#pragma unroll
-        for (int nt = 0; nt < kDim / 8; ++nt) {
-          o[nt][2 * half] *= correction;
-          o[nt][2 * half + 1] *= correction;
-        }
-#pragma unroll
-        for (int nt = 0; nt < 2; ++nt) {
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const float value = exp2f(s[nt][2 * half + e] - base);
-            p_values[nt][2 * half + e] = value;
-            row_sum[half] += value;
-          }
-        }
-      }
-      const FragA pa = {pack_bf16(p_values[0][0], p_values[0][1]), pack_bf16(p_values[0][2], p_values[0][3]),
-                        pack_bf16(p_values[1][0], p_values[1][1]), pack_bf16(p_values[1][2], p_values[1][3])};
-#pragma unroll
-      for (int np = 0; np < kDim / 16; ++np) {
-        FragB2 vb;
-        load_b_kn(vb, v_tile, kLd, sub, 16 * np, lane);
-        mma(o[2 * np], pa, vb, 0);
-        mma(o[2 * np + 1], pa, vb, 1);
-      }
+      flash::attend_16_keys<kDim, kLd>(rows_state, q_smem, 16 * row_tile, k_tile, v_tile, sub, key0, last_key,
+                                       p.scale_log2, lane);
     }
     __syncthreads();  // every warp is done with this stage before it is refilled
   }
@@ -178,11 +123,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_decode_split_kernel(con
   __syncthreads();  // no copy in flight into the stages the merge reuses
 
   // Merge the warps of each row tile (their key slices) and write the split's partial result.
-#pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    row_sum[half] += __shfl_xor_sync(0xffffffffu, row_sum[half], 1);
-    row_sum[half] += __shfl_xor_sync(0xffffffffu, row_sum[half], 2);
-  }
+  rows_state.reduce_sums();
   float* merge = reinterpret_cast<float*>(k_smem);  // per warp: [16][kDim + 2]: O, then m, l
   float* mine = merge + warp * 16 * (kDim + 2);
 #pragma unroll
@@ -190,9 +131,10 @@ __global__ void __launch_bounds__(kThreads, 1) attention_decode_split_kernel(con
     float* row = mine + (g + 8 * half) * (kDim + 2);
 #pragma unroll
     for (int nt = 0; nt < kDim / 8; ++nt) {
-      *reinterpret_cast<float2*>(row + nt * 8 + 2 * t) = make_float2(o[nt][2 * half], o[nt][2 * half + 1]);
+      *reinterpret_cast<float2*>(row + nt * 8 + 2 * t) =
+          make_float2(rows_state.o[nt][2 * half], rows_state.o[nt][2 * half + 1]);
     }
-    if (t == 0) row[kDim] = row_max[half], row[kDim + 1] = row_sum[half];
+    if (t == 0) row[kDim] = rows_state.max[half], row[kDim + 1] = rows_state.sum[half];
   }
   __syncthreads();
   const int64_t base_row = ((int64_t(b) * p.kv_heads + head) * p.splits + split) * rows;

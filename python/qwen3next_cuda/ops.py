@@ -208,22 +208,27 @@ def attention_varlen(q: torch.Tensor, key_cache: torch.Tensor, value_cache: torc
                      cu_seqlens: torch.Tensor, context_lens: torch.Tensor, scale: float | None = None,
                      gate: torch.Tensor | None = None, max_seqlen: int | None = None,
                      max_context: int | None = None) -> torch.Tensor:
-    """The decode kernel runs when every sequence has ``max_seqlen`` tokens (1..8; q holds that many per slot) and
-    a gate is given; ``max_context`` (default: the cache's length) sizes its split over the context."""
+    """The kernels run for bf16 with a gate and ``max_seqlen`` given: the split-context decode kernel when every
+    sequence has ``max_seqlen`` tokens and the head group's rows fit it (``max_context``, default the cache's
+    length, sizes its split), the flash prefill kernel otherwise."""
     batch = slots.shape[0]
     kernel = (HAS_KERNELS and q.is_cuda and gate is not None and max_seqlen is not None and batch > 0
-              and q.shape[0] == max_seqlen * batch and q.shape[-1] == ATTENTION_HEAD_DIM
+              and q.shape[-1] == ATTENTION_HEAD_DIM
               and all(t.dtype == torch.bfloat16 for t in (q, gate, key_cache, value_cache))
-              and slots.dtype == torch.int32 and context_lens.dtype == torch.int32
-              and q.shape[1] % key_cache.shape[2] == 0
-              and q.shape[1] // key_cache.shape[2] * max_seqlen <= ATTENTION_DECODE_MAX_ROWS)
+              and slots.dtype == torch.int32 and cu_seqlens.dtype == torch.int32
+              and context_lens.dtype == torch.int32 and q.shape[1] % key_cache.shape[2] == 0)
     if not kernel:
         return reference.attention_varlen(q, key_cache, value_cache, slots, cu_seqlens, context_lens, scale, gate)
     q = q.contiguous()
     out = torch.empty_like(q)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    torch.ops.qwen3next.attention_decode(out.view(q.shape[0], -1), q, _rows(gate), key_cache, value_cache, slots,
-                                         context_lens, scale, max_context or key_cache.shape[1])
+    if (q.shape[0] == max_seqlen * batch
+            and q.shape[1] // key_cache.shape[2] * max_seqlen <= ATTENTION_DECODE_MAX_ROWS):
+        torch.ops.qwen3next.attention_decode(out.view(q.shape[0], -1), q, _rows(gate), key_cache, value_cache, slots,
+                                             context_lens, scale, max_context or key_cache.shape[1])
+    else:
+        torch.ops.qwen3next.attention_prefill(out.view(q.shape[0], -1), q, _rows(gate), key_cache, value_cache,
+                                              slots, cu_seqlens, context_lens, scale, max_seqlen)
     return out
 
 
@@ -264,6 +269,10 @@ if HAS_KERNELS:
     @torch.library.register_fake("qwen3next::attention_prepass")
     def _(q_out, key_cache, value_cache, q, k, v, cos, sin, q_norm_weight, k_norm_weight, slots, cu_seqlens,
           context_lens, eps):
+        return None
+
+    @torch.library.register_fake("qwen3next::attention_prefill")
+    def _(out, q, gate, key_cache, value_cache, slots, cu_seqlens, context_lens, scale, max_seqlen):
         return None
 
     @torch.library.register_fake("qwen3next::attention_decode")

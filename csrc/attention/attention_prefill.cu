@@ -1,0 +1,140 @@
+// Causal flash attention of a varlen prefill over the KV cache (see attention_prefill.h). Warp w owns query rows
+// 16w .. 16w + 15 of the CTA's 64; every warp walks the keys up to its own last row's position (causal), 16 at a
+// time (flash::attend_16_keys), while the CTA streams them through two 32-key stages.
+#include <cuda_bf16.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+
+#include <c10/util/Exception.h>
+
+#include "attention/attention_prefill.h"
+#include "attention/flash_block.cuh"
+#include "common/async_copy.cuh"
+#include "common/launch.h"
+
+namespace qwen3next {
+namespace {
+
+using bf16 = __nv_bfloat16;
+constexpr int kDim = 256, kRows = 64, kKeys = 32, kStages = 2, kThreads = 128;
+constexpr int kLd = kDim + 8;  // padded bf16 row: 33 16-byte units, ldmatrix without bank conflicts
+constexpr int kVecs = kDim / 8;
+
+struct Smem {
+  bf16 q[kRows][kLd];
+  bf16 k[kStages][kKeys][kLd];
+  bf16 v[kStages][kKeys][kLd];
+};
+
+__device__ __forceinline__ void load_keys(bf16 (*dst)[kLd], const bf16* cache, const AttentionPrefillParams& p,
+                                          int slot, int kv_head, int key0, int key_end, int tid) {
+  for (int i = tid; i < kKeys * kVecs; i += kThreads) {
+    const int r = i / kVecs, col = i % kVecs * 8, key = key0 + r;
+    const bool valid = key < key_end;
+    const bf16* src = cache + ((int64_t(slot) * p.max_len + (valid ? key : key0)) * p.kv_heads + kv_head) * kDim + col;
+    cp_async_16_or_zero(&dst[r][col], src, valid);
+  }
+}
+
+__global__ void __launch_bounds__(kThreads, 1) attention_prefill_kernel(const AttentionPrefillParams p) {
+  extern __shared__ __align__(16) unsigned char smem_bytes[];
+  Smem& sm = *reinterpret_cast<Smem*>(smem_bytes);
+  const int head = blockIdx.y, seq = blockIdx.z, kv_head = head / (p.query_heads / p.kv_heads);
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+  const int slot = p.slots[seq];
+  if (slot < 0 || slot >= p.num_slots) return;
+  const int start = p.cu_seqlens[seq], length = p.cu_seqlens[seq + 1] - start;
+  const int context = min(p.context_lens[seq], p.max_len), first_position = context - length;
+  const bf16* key_cache = static_cast<const bf16*>(p.key_cache);
+  const bf16* value_cache = static_cast<const bf16*>(p.value_cache);
+
+  for (int tile = blockIdx.x; tile * kRows < length; tile += gridDim.x) {
+    const int row0 = tile * kRows, rows = min(kRows, length - row0);
+    const int key_end = max(min(first_position + row0 + rows, context), 0);  // past the tile's last query
+    const int key_tiles = (key_end + kKeys - 1) / kKeys;
+    __syncthreads();  // the previous tile is done with shared memory
+    for (int i = tid; i < kRows * kVecs; i += kThreads) {
+      const int r = i / kVecs, col = i % kVecs * 8;
+      const int64_t token = start + row0 + (r < rows ? r : 0);
+      cp_async_16_or_zero(&sm.q[r][col], static_cast<const bf16*>(p.q) + (token * p.query_heads + head) * kDim + col,
+                          r < rows);
+    }
+    if (key_tiles > 0) {
+      load_keys(sm.k[0], key_cache, p, slot, kv_head, 0, key_end, tid);
+      load_keys(sm.v[0], value_cache, p, slot, kv_head, 0, key_end, tid);
+    }
+    cp_async_commit();
+
+    int last_key[2];  // of rows 16 warp + g and + 8: their positions (causal); -1 past the tile's rows
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int r = 16 * warp + g + 8 * half;
+      last_key[half] = r < rows ? min(first_position + row0 + r, key_end - 1) : -1;
+    }
+    const int warp_last = 16 * warp < rows ? min(first_position + row0 + min(16 * warp + 15, rows - 1), key_end - 1)
+                                           : -1;
+    flash::RowState<kDim> state;
+    for (int kt = 0; kt < key_tiles; ++kt) {
+      const int stage = kt % kStages, key0 = kt * kKeys;
+      if (kt + 1 < key_tiles) {
+        load_keys(sm.k[(kt + 1) % kStages], key_cache, p, slot, kv_head, key0 + kKeys, key_end, tid);
+        load_keys(sm.v[(kt + 1) % kStages], value_cache, p, slot, kv_head, key0 + kKeys, key_end, tid);
+      }
+      cp_async_commit();
+      cp_async_wait<1>();
+      __syncthreads();  // this stage (and the query rows) have landed for every thread
+#pragma unroll
+      for (int sub = 0; sub < kKeys; sub += 16) {
+        if (key0 + sub <= warp_last) {  // a block wholly after the warp's rows adds nothing
+          flash::attend_16_keys<kDim, kLd>(state, &sm.q[0][0], 16 * warp, &sm.k[stage][0][0], &sm.v[stage][0][0],
+                                           sub, key0, last_key, p.scale_log2, lane);
+        }
+      }
+      __syncthreads();  // every warp is done with this stage before it is refilled
+    }
+    cp_async_wait<0>();
+    state.reduce_sums();
+
+    // out = O / l * sigmoid(gate)
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int r = 16 * warp + g + 8 * half;
+      if (r >= rows) continue;
+      const int64_t token = start + row0 + r;
+      const float inv_sum = 1.f / state.sum[half];
+      const bf16* gate = static_cast<const bf16*>(p.gate) + token * p.gate_row_stride + head * p.gate_head_stride;
+      unsigned* out = reinterpret_cast<unsigned*>(static_cast<bf16*>(p.out) + (token * p.query_heads + head) * kDim);
+#pragma unroll
+      for (int nt = 0; nt < kDim / 8; ++nt) {
+        const int col = nt * 8 + 2 * t;
+        const float2 z = unpack_bf16(*reinterpret_cast<const unsigned*>(gate + col));
+        out[col / 2] = pack_bf16(state.o[nt][2 * half] * inv_sum / (1.f + __expf(-z.x)),
+                                 state.o[nt][2 * half + 1] * inv_sum / (1.f + __expf(-z.y)));
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void run_attention_prefill(const AttentionPrefillParams& p, cudaStream_t stream) {
+  if (p.seqs == 0 || p.max_tiles == 0) return;
+  static std::array<std::atomic<bool>, 64> ready{};
+  int device = 0;
+  cudaGetDevice(&device);
+  if (!ready.at(device).load(std::memory_order_relaxed)) {
+    const cudaError_t set = cudaFuncSetAttribute(attention_prefill_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                 sizeof(Smem));
+    if (set != cudaSuccess) cudaGetLastError();  // reported here, not by the next launch check
+    TORCH_CHECK(set == cudaSuccess, "attention_prefill: the kernel needs ", sizeof(Smem) / 1024,
+                " KiB of shared memory per block, which this GPU does not allow (", cudaGetErrorString(set), ")");
+    ready.at(device).store(true, std::memory_order_relaxed);
+  }
+  const dim3 grid(std::min(p.max_tiles, 65535), p.query_heads, p.seqs);
+  attention_prefill_kernel<<<grid, kThreads, sizeof(Smem), stream>>>(p);
+  QN_CHECK_LAUNCH();
+}
+
+}  // namespace qwen3next

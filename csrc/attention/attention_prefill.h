@@ -1,0 +1,24 @@
+// Gated GQA attention for prefill (head dim 256): causal flash attention of a varlen batch's new tokens over each
+// sequence's slot of the KV cache (a prefix already there is attended too: chunked prefill), the sigmoid output
+// gate in the epilogue. A CTA per (64 query tokens, query head, sequence); 4 warps of 16 query rows; keys and
+// values through shared memory in 32-key stages (see attention_prefill.cu).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "attention/attention_args.h"
+
+namespace qwen3next {
+
+// Sequence s's new tokens are rows [cu_seqlens[s], cu_seqlens[s + 1]) of q; token i sits at L - T + i.
+struct AttentionPrefillParams : AttentionArgs {
+  const int32_t* cu_seqlens;  // [S + 1]
+  int seqs;
+  int max_tiles;  // 64-token query tiles of the longest sequence (a grid hint: CTAs stride over more)
+};
+
+void run_attention_prefill(const AttentionPrefillParams& params, cudaStream_t stream);
+
+}  // namespace qwen3next
