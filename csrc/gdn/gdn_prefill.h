@@ -32,7 +32,7 @@ struct GdnPrefillParams {
   float* state;  // [num_slots, Hv, 128 (v), 128 (k)] fp32, value-major
   const int32_t* cu_seqlens;  // [seqs + 1]
   const int32_t* slots;  // [seqs]; outside [0, num_slots): padding, skipped
-  // Workspace written by `prepare`, read by `scan`, per token and value head:
+  // Workspace written by `prepare`, per token and value head (`state` and `output` read it):
   void* w;  // [tokens, Hv, 128] bf16: W = T diag(beta exp(c) / |k|) K
   void* u;  // [tokens, Hv, 128] bf16: U = T diag(beta) V, which `state` replaces by V'
   void* p;  // [tokens, Hv, 64] bf16: row i of P = (Q K^T, normalised) * exp(c_i - c_j), j <= i, of its chunk
