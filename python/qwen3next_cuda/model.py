@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from . import ops
 from .cache import HybridCache
 from .config import LINEAR_ATTENTION, Qwen3NextConfig
-from .reference import Qwen3NextReference
+from .reference import Qwen3NextReference, rope_inv_freq
 from .sampling import GenerationConfig, SamplingParams, apply_penalties, sample
 from .tokenizer import TOKENIZER_FILE, Qwen3Tokenizer
 from .weights import load_weights
@@ -41,6 +41,8 @@ class Qwen3NextCUDA:
         self.tokenizer = tokenizer
         self.generation_config = generation_config or GenerationConfig(eos_token_ids=tuple(config.eos_token_ids))
         self._model = Qwen3NextReference(config, weights, ops=ops)  # holds the weights (embed, lm_head, MoE)
+        inv_freq, scale = rope_inv_freq(config)
+        self._rope = (inv_freq.to(self.device), scale)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device | None = None,
@@ -121,7 +123,7 @@ class Qwen3NextCUDA:
         for slot, length in zip(slots, lengths):
             cache.check_room(slot, length)
         batch = _Batch(slots, [cache.lengths[slot] for slot in slots], lengths, self.device)
-        cos, sin = ops.rope_cos_sin(batch.positions, config)
+        cos, sin = ops.rope_cos_sin(batch.positions, config, self._rope)
 
         residual = F.embedding(ids, self._model.embed)
         hidden = ops.rmsnorm(residual, weights["model.layers.0.input_layernorm.weight"], eps)
@@ -139,7 +141,7 @@ class Qwen3NextCUDA:
             residual, hidden = ops.rmsnorm_add(moe_out, residual, next_norm, eps)
         for slot, length in zip(slots, lengths):
             cache.lengths[slot] += length
-        if not all_logits:
+        if not all_logits and batch.max_length > 1:  # with one token per sequence every row is a last token
             hidden = hidden[batch.cu_seqlens[1:].long() - 1]
         return F.linear(hidden, self._model.lm_head).float()
 

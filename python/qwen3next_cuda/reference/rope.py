@@ -49,10 +49,13 @@ def rope_inv_freq(config: Qwen3NextConfig) -> tuple[torch.Tensor, float]:
     return inv_freq, float(attention_factor)
 
 
-def rope_cos_sin(positions: torch.Tensor, config: Qwen3NextConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_cos_sin(positions: torch.Tensor, config: Qwen3NextConfig,
+                 frequencies: tuple[torch.Tensor, float] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin tables for integer ``positions`` [...]: each [..., rotary_dim] fp32 (two copies of the
-    half-size table, rotate-half layout), scaled by the YaRN attention factor when the config uses YaRN."""
-    inv_freq, scale = rope_inv_freq(config)
+    half-size table, rotate-half layout), scaled by the YaRN attention factor when the config uses YaRN.
+    ``frequencies``: :func:`rope_inv_freq`'s result with the table on the positions' device, computed once by the
+    caller (no host work or copy per call, as a CUDA graph needs)."""
+    inv_freq, scale = rope_inv_freq(config) if frequencies is None else frequencies
     angles = positions.float().unsqueeze(-1) * inv_freq.to(positions.device)
     angles = torch.cat([angles, angles], dim=-1)
     return angles.cos() * scale, angles.sin() * scale
