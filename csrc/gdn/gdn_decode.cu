@@ -35,8 +35,17 @@ int resident_clusters(const cudaLaunchConfig_t& config) {
 template <typename T, typename StateT, int kRatio, int kTokens>
 void launch(const GdnDecodeParams& p, cudaStream_t stream) {
   using Traits = GdnDecodeTraits<T, StateT, kRatio, kTokens>;
-  ClusterLaunch cluster_launch(dim3(p.key_heads * kRatio), Traits::kThreads, Traits::kStateBytes, stream, kRatio);
-  cudaLaunchConfig_t& config = cluster_launch.config;
+  cudaLaunchConfig_t config{};
+  config.gridDim = dim3(p.key_heads * kRatio);
+  config.blockDim = dim3(Traits::kThreads);
+  config.dynamicSmemBytes = Traits::kStateBytes;
+  config.stream = stream;
+  cudaLaunchAttribute cluster{};
+  cluster.id = cudaLaunchAttributeClusterDimension;
+  cluster.val.clusterDim.x = kRatio;
+  cluster.val.clusterDim.y = cluster.val.clusterDim.z = 1;
+  config.attrs = &cluster;
+  config.numAttrs = 1;
   // Lanes of sequences: as many as fit at once, then evened out so every lane walks as many sequences.
   const int max_lanes = std::max(resident_clusters<Traits>(config) / p.key_heads, 1);
   const int rounds = (p.batch + max_lanes - 1) / max_lanes;

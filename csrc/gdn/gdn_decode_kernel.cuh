@@ -3,7 +3,6 @@
 #include <cooperative_groups.h>
 
 #include "common/async_copy.cuh"
-#include "common/cluster.cuh"
 #include "common/vec.cuh"
 #include "gdn/gdn_decode.h"
 
@@ -76,6 +75,14 @@ __device__ __forceinline__ int slot_entry(const GdnDecodeParams& p, int seq) { r
 __device__ __forceinline__ int checked_slot(const GdnDecodeParams& p, int entry) {
   return entry >= 0 && entry < p.num_slots ? entry : -1;
 }
+
+// Cluster barrier halves: arrive releases this thread's earlier memory accesses, wait acquires the others'.
+// Relaxed: what the arrive publishes is that reads are done, and a read whose value is used is done (a
+// release would also wait for every store in flight).
+__device__ __forceinline__ void cluster_arrive() {
+  asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.aligned;\n" ::: "memory"); }
 
 template <typename Traits>
 __global__ void __launch_bounds__(Traits::kThreads) gdn_decode_kernel(const GdnDecodeParams p) {
@@ -174,7 +181,7 @@ __global__ void __launch_bounds__(Traits::kThreads) gdn_decode_kernel(const GdnD
         g_s[tid] = neg_A * softplus_f(to_float(a_raw) + dt_bias);
         beta_s[tid] = round_to<T>(1.f / (1.f + __expf(-to_float(b_raw))));
       }
-      cluster_arrive_relaxed();  // this CTA has read the shared q/k conv state
+      cluster_arrive();  // this CTA has read the shared q/k conv state
     }
     // The next sequence's inputs and conv state are loaded while this one is computed.
     if (next_seq < p.batch) load_inputs(next_seq);

@@ -33,7 +33,7 @@ struct GdnPrefillParams {
   float* state;  // [num_slots, Hv, 128 (v), 128 (k)] fp32, value-major
   const int32_t* cu_seqlens;  // [seqs + 1]
   const int32_t* slots;  // [seqs]; outside [0, num_slots): padding, skipped
-  // Workspace written by `prepare`, per token and value head:
+  // Workspace written by `prepare`, per token and value head (`state` and `output` read it):
   void* t;  // [tokens, Hv, 64] bf16: row i of T diag(beta) of its chunk (T = (I + A)^-1, lower triangular)
   void* p;  // [tokens, Hv, 64] bf16: row i of P = (Q K^T, normalised) * exp(c_i - c_j), j <= i, of its chunk
   float* scales;  // [tokens, Hv, 4] fp32: qscale, kscale, c (cumulative g within the chunk), wscale

@@ -166,7 +166,7 @@ class Qwen3NextCUDA:
             last = i + 1 == config.num_hidden_layers
             next_norm = weights["model.norm.weight" if last else f"model.layers.{i + 1}.input_layernorm.weight"]
             residual, hidden = ops.rmsnorm_add(moe_out, residual, next_norm, eps)
-        if not all_logits:
+        if not all_logits and batch.max_length > 1:  # with one token per sequence every row is a last token
             hidden = hidden[batch.cu_seqlens[1:].long() - 1]
         return F.linear(hidden, self._model.lm_head).float()
 
