@@ -4,9 +4,11 @@
 #
 #   bash benchmarks/gpu_session.sh [--only BENCH...]      (wheels of missing packages in .whl/)
 #
-# Env: QWEN3NEXT_CUDA_ARCHS (default 90a); SANITIZE=1 adds compute-sanitizer runs of the kernel
-# tests (SANITIZE_TESTS: which files, default all kernel tests); FULL_BUILD=1 also checks the default
-# three-architecture build; TESTS=cuda runs only the GPU tests, TESTS=0 none;
+# Env: QWEN3NEXT_CUDA_ARCHS (default 90a); TESTS=cuda runs only the GPU tests, TESTS=0 none (TEST_FILES:
+# which, default tests/; TEST_TIMEOUT: seconds, default 900, so that a hang leaves time for the rest);
+# DEMO=1 runs the demo after the benchmarks; FULL_BUILD=1 also checks the default three-architecture
+# build; SANITIZE=1 adds compute-sanitizer runs of the kernel tests (SANITIZE_TESTS: which files, default
+# all kernel tests; SANITIZE_TIMEOUT: seconds per tool, default 1800);
 # QWEN3NEXT_COMMIT=<sha> labels the results (write it out: the lent machine's copy of .git can be stale).
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
@@ -32,12 +34,17 @@ python3 -c "import qwen3next_cuda.ops as o; print('kernels:', o.HAS_KERNELS, o.b
 if [ "${TESTS:-all}" != 0 ]; then
   step "tests (${TESTS:-all})"
   [ "${TESTS:-all}" = cuda ] && marker=(-m cuda) || marker=()
-  python3 -m pytest -q -n 8 "${marker[@]}" tests 2>&1 | tee "$OUT/tests.log" | tail -25
+  timeout "${TEST_TIMEOUT:-900}" python3 -m pytest -q -n 8 "${marker[@]}" ${TEST_FILES:-tests} 2>&1 | tee "$OUT/tests.log" | tail -25
 fi
 
 step benchmarks
 python3 -m benchmarks.run "$@" 2>&1 | tee "$OUT/bench.log"
 cp benchmarks/results/*.json benchmarks/results/*.md "$OUT/" 2>/dev/null
+
+if [ "${DEMO:-0}" = 1 ]; then
+  step demo
+  timeout 600 python3 -m qwen3next_cuda.demo 2>&1 | tee "$OUT/demo.log" | tail -20
+fi
 
 if [ "${FULL_BUILD:-0}" = 1 ]; then
   step "default three-architecture build"
@@ -50,7 +57,7 @@ if [ "${SANITIZE:-0}" = 1 ]; then
   SANITIZE_TESTS=${SANITIZE_TESTS:-tests/test_norm.py tests/test_gdn_decode.py tests/test_conv1d.py tests/test_gdn_prefill.py}
   for tool in memcheck racecheck; do
     step "compute-sanitizer $tool"
-    compute-sanitizer --tool $tool --error-exitcode 1 python3 -m pytest -q -m cuda $SANITIZE_TESTS -k "not compile and not opcheck and not 1000_steps and not 4097 and not varlen_batch" >"$OUT/sanitizer_$tool.log" 2>&1
+    timeout "${SANITIZE_TIMEOUT:-1800}" compute-sanitizer --tool $tool --error-exitcode 1 python3 -m pytest -q -m cuda $SANITIZE_TESTS -k "not compile and not opcheck and not 1000_steps and not 4097 and not varlen_batch" >"$OUT/sanitizer_$tool.log" 2>&1
     echo "$tool exit $?"; tail -3 "$OUT/sanitizer_$tool.log"
   done
 fi
