@@ -1,13 +1,14 @@
-"""moe_decode: the sparse MoE block (router, top-10 of 512 experts, SwiGLU experts, gated shared expert) for a few
-tokens, at the published model's sizes, one layer's weights.
+"""moe_decode, moe_prefill: the sparse MoE block (router, top-10 of 512 experts, SwiGLU experts, gated shared
+expert) at the published model's sizes, one layer's weights; moe_decode for a few tokens, moe_prefill for many.
 
 ours: ops.moe (router logits by cuBLAS, then the routing, grouping, expert and combine kernels). torch_grouped_mm:
 the same block in torch with the expert GEMMs by torch._grouped_mm over tokens sorted by expert (the path
 transformers' grouped_mm experts take), graph-capturable. All graph-replayed over input sets whose routings
 differ, so the selected experts are not in L2.
 
-Bytes: the distinct experts the sets actually select (mean over the sets) x 3 x H x I x 2, the shared expert,
-the router, the activations.
+Bytes (moe_decode): the distinct experts the sets actually select (mean over the sets) x 3 x H x I x 2, the shared
+expert, the router, the activations. FLOPs (moe_prefill): the routed experts' GEMMs, 2 x tokens x top-k x 3 x H x I
+(so TFLOP/s is the expert GEMMs' rate as if the rest of the block took no time).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from qwen3next_cuda import ops, reference
 
 HIDDEN, EXPERTS, TOP_K, WIDTH, SHARED_WIDTH = 2048, 512, 10, 512, 512  # the published Qwen3NextConfig()
 TOKENS = (1, 8, 32, 128)
+PREFILL_TOKENS = (4096, 16384, 32768)
 
 
 def random_weights(gen: torch.Generator) -> reference.MoEWeights:
@@ -70,3 +72,13 @@ def run(record) -> None:
         if hasattr(torch, "_grouped_mm"):
             record("moe_decode", "torch_grouped_mm", params,
                    time_graph(lambda x: torch_grouped_mm_moe(x, weights), sets), nbytes=nbytes)
+
+    for tokens in PREFILL_TOKENS:
+        sets = [torch.empty(tokens, HIDDEN, dtype=torch.bfloat16, device="cuda").normal_(generator=gen)
+                for _ in range(2)]
+        flops = 2 * tokens * TOP_K * 3 * HIDDEN * WIDTH
+        params = {"tokens": tokens}
+        record("moe_prefill", "ours", params, time_graph(lambda x: ops.moe(x, weights, TOP_K, True), sets,
+                                                         replays=10), flops=flops)
+        record("moe_prefill", "torch_grouped_mm", params,
+               time_graph(lambda x: torch_grouped_mm_moe(x, weights), sets, replays=10), flops=flops)

@@ -1,4 +1,4 @@
-"""Sparse MoE block, few-token kernels (GPU): against the reference on the same bf16 inputs (same router logits,
+"""Sparse MoE block, the few-token kernels and the many-token path (GPU): against the reference on the same bf16 inputs (same router logits,
 experts in fp32) for the model's shapes and the tiny preset's; random and skewed routing, norm_topk_prob both
 ways, NaN-poisoned output, repeated runs identical, CUDA-graph replay, bad inputs."""
 
@@ -66,12 +66,34 @@ def test_kernel_matches_reference(shape, tokens, skewed, norm_topk_prob):
     torch.ops.qwen3next.moe_decode(out, x, logits, weights.gate_up, weights.down, weights.shared_gate,
                                    weights.shared_up, weights.shared_down, weights.shared_expert_gate, shape["top_k"],
                                    norm_topk_prob)
-    expected = reference.moe(x, weights, shape["top_k"], norm_topk_prob).float()  # same bf16 logits, fp32 experts
+    assert_matches_reference(out, x, weights, shape["top_k"], norm_topk_prob)
+    assert torch.equal(ops.moe(x, weights, shape["top_k"], norm_topk_prob), out)  # repeated runs are identical
+
+
+def assert_matches_reference(out, x, weights, top_k, norm_topk_prob):
+    expected = reference.moe(x, weights, top_k, norm_topk_prob).float()  # same bf16 logits, fp32 experts
     # The bf16 roundings (the hidden activation, where the model stores it, and the output) leave an error of about
     # 0.25% of the output's RMS, Gaussian (H100: relative norm error <= 0.29%, single elements <= 4.6e-3 with an RMS
     # estimated near 0.36): elementwise 8 sigma, and the norm at twice what was seen
     rms = float(expected.norm()) / expected.numel() ** 0.5
     assert_close(out.float(), expected, atol=2e-2 * rms, rtol=2e-2, max_rel_err=5e-3)
+
+
+@cuda
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0),
+                    reason="the many-token path needs torch._grouped_mm's sm90 kernel")
+@pytest.mark.parametrize("shape", [MODEL, TINY], ids=["model", "tiny"])
+@pytest.mark.parametrize("tokens", [257, 4097])
+@pytest.mark.parametrize("skewed", [False, True], ids=["random", "skewed"])
+@pytest.mark.parametrize("norm_topk_prob", [True, False])
+def test_many_tokens_match_reference(shape, tokens, skewed, norm_topk_prob, monkeypatch):
+    """Past the few-token kernels (prefill): grouped GEMMs over the pairs sorted by expert, in chunks (a small
+    chunk here, so that 4097 tokens cross several)."""
+    monkeypatch.setattr(ops, "MOE_GROUPED_CHUNK", 1500)
+    gen = torch.Generator().manual_seed(tokens * 4 + 2 * skewed + norm_topk_prob + shape["hidden"])
+    x, weights = make_case(gen, shape, tokens, skewed)
+    out = ops.moe(x, weights, shape["top_k"], norm_topk_prob)
+    assert_matches_reference(out, x, weights, shape["top_k"], norm_topk_prob)
     assert torch.equal(ops.moe(x, weights, shape["top_k"], norm_topk_prob), out)  # repeated runs are identical
 
 

@@ -10,7 +10,7 @@
 namespace qwen3next {
 
 namespace {
-constexpr int64_t kHeadDim = 256, kMaxRows = 64, kKeysPerStage = 64, kMaxSplits = 128;
+constexpr int64_t kHeadDim = 256, kMaxRows = 64, kKeysPerStage = 64, kMaxSplits = 256;
 
 int multiprocessors(int device) {
   int count = 0;
@@ -33,9 +33,10 @@ void attention_decode(at::Tensor& out, const at::Tensor& q, const at::Tensor& ga
   TORCH_CHECK(max_context >= 1, "attention_decode: max_context must be >= 1, got ", max_context);
 
   const c10::cuda::OptionalCUDAGuard guard(q.device());
-  // Splits: about two CTAs per SM over the batch and KV heads, each with at least a stage of keys.
+  // Splits: one wave (a split CTA fills an SM's shared memory) over the batch and KV heads, each split with at
+  // least a stage of keys; at most kMaxSplits, one per thread of the reduce.
   const int64_t context = std::min(max_context, l.max_len);
-  const int64_t wanted = (2 * multiprocessors(q.get_device()) + batch * kv_heads - 1) / (batch * kv_heads);
+  const int64_t wanted = multiprocessors(q.get_device()) / (batch * kv_heads);
   const int64_t splits = std::clamp(std::min(wanted, (context + kKeysPerStage - 1) / kKeysPerStage), int64_t(1),
                                     kMaxSplits);
   const auto fp32 = q.options().dtype(at::kFloat);

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 
 import torch
+import torch.nn.functional as F
 
 from . import reference
 from .reference import (  # noqa: F401  (ops without a kernel yet run the reference)
@@ -166,8 +167,41 @@ def _moe_decode_fits(x: torch.Tensor, weights: reference.MoEWeights, top_k: int)
             and hidden % 32 == 0 and double_width % 64 == 0 and weights.shared_gate.shape[0] % 32 == 0)
 
 
+def _moe_grouped_fits(x: torch.Tensor, weights: reference.MoEWeights) -> bool:
+    """torch._grouped_mm's scope: bf16 on an sm90 GPU (its CUTLASS kernel), sizes in multiples of 16."""
+    experts, double_width, hidden = weights.gate_up.shape
+    return (x.is_cuda and hasattr(torch, "_grouped_mm") and torch.cuda.get_device_capability(x.device) == (9, 0)
+            and x.dim() == 2 and all(t.dtype == torch.bfloat16 for t in (x, *weights))
+            and hidden % 16 == 0 and double_width % 32 == 0)
+
+
+MOE_GROUPED_CHUNK = 8192  # tokens per pass of the many-token path: bounds its pair buffers (~1.5 GB at 8192)
+
+
+def _moe_grouped(x: torch.Tensor, w: reference.MoEWeights, top_k: int, norm_topk_prob: bool) -> torch.Tensor:
+    """Many tokens (prefill): the (token, expert) pairs sorted by expert on the device, the expert GEMMs by
+    torch._grouped_mm (its CUTLASS grouped GEMM; ours is issue 4's next step), the pairs summed back per token in
+    a fixed order (deterministic). No host sync."""
+    experts, hidden = w.gate_up.shape[0], x.shape[1]
+    router_weights, ids = reference.router_topk(F.linear(x, w.router), top_k, norm_topk_prob)
+    order = ids.flatten().argsort(stable=True)
+    counts = torch.zeros(experts, dtype=torch.int32, device=x.device).scatter_add_(
+        0, ids.flatten(), torch.ones_like(ids.flatten(), dtype=torch.int32))
+    offsets = counts.cumsum(0, dtype=torch.int32)
+    gate, up = torch._grouped_mm(x[order // top_k], w.gate_up.transpose(1, 2), offs=offsets).chunk(2, dim=-1)
+    expert_out = torch._grouped_mm(F.silu(gate) * up, w.down.transpose(1, 2), offs=offsets)
+    pair_out = torch.empty_like(expert_out)
+    pair_out[order] = expert_out  # back to (token, k) order
+    routed = torch.einsum("nk,nkh->nh", router_weights, pair_out.view(-1, top_k, hidden).float())
+    shared = F.linear(F.silu(F.linear(x, w.shared_gate)) * F.linear(x, w.shared_up), w.shared_down)
+    return (routed + torch.sigmoid(F.linear(x, w.shared_expert_gate).float()) * shared.float()).to(x.dtype)
+
+
 def moe(x: torch.Tensor, weights: reference.MoEWeights, top_k: int, norm_topk_prob: bool) -> torch.Tensor:
     if not _moe_decode_fits(x, weights, top_k):
+        if _moe_grouped_fits(x, weights):
+            return torch.cat([_moe_grouped(chunk, weights, top_k, norm_topk_prob)
+                              for chunk in x.split(MOE_GROUPED_CHUNK)])
         return reference.moe(x, weights, top_k, norm_topk_prob)
     x = x.contiguous()
     out = torch.empty_like(x)
