@@ -58,10 +58,11 @@ if [ "${SANITIZE:-0}" = 1 ]; then
   SANITIZE_TESTS=${SANITIZE_TESTS:-tests/test_norm.py tests/test_gdn_decode.py tests/test_conv1d.py tests/test_gdn_prefill.py}
   for tool in memcheck racecheck; do
     step "compute-sanitizer $tool"
-    # cuBLAS's own sm90 GEMMs (nvjet_*) draw racecheck hazards of their own: not ours to check
-    timeout "${SANITIZE_TIMEOUT:-1800}" compute-sanitizer --tool $tool --kernel-name-exclude kns=nvjet --error-exitcode 1 \
+    timeout "${SANITIZE_TIMEOUT:-1800}" compute-sanitizer --tool $tool --error-exitcode 1 \
       python3 -m pytest -q -m cuda $SANITIZE_TESTS -k "not compile and not opcheck and not 1000_steps and not 4097 and not varlen_batch ${SANITIZE_K:+and ($SANITIZE_K)}" >"$OUT/sanitizer_$tool.log" 2>&1
     echo "$tool exit $?"; tail -3 "$OUT/sanitizer_$tool.log"
+    # cuBLAS's own sm90 GEMMs (nvjet_*: the router and projections) draw racecheck reports of their own; ours:
+    echo "reports outside cuBLAS: $(grep -E "Race reported|Invalid|Error:" "$OUT/sanitizer_$tool.log" | grep -vc nvjet)"
   done
 fi
 

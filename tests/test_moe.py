@@ -70,13 +70,14 @@ def test_kernel_matches_reference(shape, tokens, skewed, norm_topk_prob):
     assert torch.equal(ops.moe(x, weights, shape["top_k"], norm_topk_prob), out)  # repeated runs are identical
 
 
-def assert_matches_reference(out, x, weights, top_k, norm_topk_prob):
+def assert_matches_reference(out, x, weights, top_k, norm_topk_prob, error=2.5e-3):
+    """``error``: the path's expected bf16 error relative to the output's RMS (Gaussian). The few-token kernels
+    round the hidden activation and the output only: about 0.25% (H100: relative norm error <= 0.29%); the
+    many-token path's grouped GEMMs also round gate, up, silu(gate) * up and each expert's output: 0.46%. Elements
+    within 8 sigma, the norm within twice the error."""
     expected = reference.moe(x, weights, top_k, norm_topk_prob).float()  # same bf16 logits, fp32 experts
-    # The bf16 roundings (the hidden activation, where the model stores it, and the output) leave an error of about
-    # 0.25% of the output's RMS, Gaussian (H100: relative norm error <= 0.29%, single elements <= 4.6e-3 with an RMS
-    # estimated near 0.36): elementwise 8 sigma, and the norm at twice what was seen
     rms = float(expected.norm()) / expected.numel() ** 0.5
-    assert_close(out.float(), expected, atol=2e-2 * rms, rtol=2e-2, max_rel_err=5e-3)
+    assert_close(out.float(), expected, atol=8 * error * rms, rtol=2e-2, max_rel_err=2 * error)
 
 
 @cuda
@@ -93,7 +94,7 @@ def test_many_tokens_match_reference(shape, tokens, skewed, norm_topk_prob, monk
     gen = torch.Generator().manual_seed(tokens * 4 + 2 * skewed + norm_topk_prob + shape["hidden"])
     x, weights = make_case(gen, shape, tokens, skewed)
     out = ops.moe(x, weights, shape["top_k"], norm_topk_prob)
-    assert_matches_reference(out, x, weights, shape["top_k"], norm_topk_prob)
+    assert_matches_reference(out, x, weights, shape["top_k"], norm_topk_prob, error=4.6e-3)
     assert torch.equal(ops.moe(x, weights, shape["top_k"], norm_topk_prob), out)  # repeated runs are identical
 
 

@@ -23,11 +23,12 @@ using bf16 = __nv_bfloat16;
 constexpr int kDim = 256;  // head dim
 constexpr int kMaxRows = 64;  // query rows per KV head: group x tokens
 constexpr int kKeys = 64;  // keys per stage
-constexpr int kStages = 2;
 constexpr int kThreads = 128, kWarps = kThreads / 32;
 constexpr int kLd = kDim + 8;  // padded bf16 row: 33 16-byte units, ldmatrix without bank conflicts
 
-// Dynamic shared memory: the query rows, then the K and V stages (reused to merge the warps' results).
+// Dynamic shared memory: the query rows, then kStages stages of K and V (reused to merge the warps' results).
+// Three stages keep two in flight while one is used (211 KB with one row tile: sm90 and sm100), else two.
+template <int kStages>
 struct SplitSmem {
   static constexpr int kStageBytes = kKeys * kLd * 2;
   static constexpr int kMergeBytes = kWarps * 16 * (kDim + 2) * 4;  // per warp: 16 rows of O, m, l
@@ -61,6 +62,7 @@ __device__ __forceinline__ void load_keys(bf16* dst, const bf16* cache, const At
   }
 }
 
+template <int kStages>
 __global__ void __launch_bounds__(kThreads, 1) attention_decode_split_kernel(const AttentionDecodeParams p) {
   extern __shared__ __align__(16) unsigned char smem_bytes[];
   const int split = blockIdx.x, head = blockIdx.y, b = blockIdx.z;
@@ -84,11 +86,18 @@ __global__ void __launch_bounds__(kThreads, 1) attention_decode_split_kernel(con
   const bf16* key_cache = static_cast<const bf16*>(p.key_cache);
   const bf16* value_cache = static_cast<const bf16*>(p.value_cache);
   const int tiles = (range.key_end - range.key_begin + kKeys - 1) / kKeys;
-  if (tiles > 0) {
-    load_keys(k_smem, key_cache, p, range.slot, head, range.key_begin, range.key_end, tid);
-    load_keys(v_smem, value_cache, p, range.slot, head, range.key_begin, range.key_end, tid);
-  }
-  cp_async_commit();
+  // Tile t goes to stage t % kStages; every step commits one copy group (empty past the last tile), so that
+  // waiting for all but the newest kStages - 1 groups means tile t has landed.
+  auto load_tile = [&](int tile) {
+    if (tile < tiles) {
+      const int stage = tile % kStages, key0 = range.key_begin + tile * kKeys;
+      load_keys(k_smem + stage * kKeys * kLd, key_cache, p, range.slot, head, key0, range.key_end, tid);
+      load_keys(v_smem + stage * kKeys * kLd, value_cache, p, range.slot, head, key0, range.key_end, tid);
+    }
+    cp_async_commit();
+  };
+#pragma unroll
+  for (int tile = 0; tile < kStages - 1; ++tile) load_tile(tile);  // the query rows ride with tile 0
 
   // This thread's rows: r0 = 16 row_tile + g and r0 + 8; the last key each may see (causal, within the split),
   // -1 past the rows.
@@ -102,13 +111,8 @@ __global__ void __launch_bounds__(kThreads, 1) attention_decode_split_kernel(con
 
   for (int tile = 0; tile < tiles; ++tile) {
     const int stage = tile % kStages, key0 = range.key_begin + tile * kKeys;
-    if (tile + 1 < tiles) {
-      const int next = (tile + 1) % kStages;
-      load_keys(k_smem + next * kKeys * kLd, key_cache, p, range.slot, head, key0 + kKeys, range.key_end, tid);
-      load_keys(v_smem + next * kKeys * kLd, value_cache, p, range.slot, head, key0 + kKeys, range.key_end, tid);
-    }
-    cp_async_commit();
-    cp_async_wait<1>();
+    load_tile(tile + kStages - 1);  // into the stage freed by the previous step's closing barrier
+    cp_async_wait<kStages - 1>();
     __syncthreads();  // this stage has landed for every thread
     const bf16* k_tile = k_smem + stage * kKeys * kLd;
     const bf16* v_tile = v_smem + stage * kKeys * kLd;
@@ -154,10 +158,12 @@ __global__ void __launch_bounds__(kThreads, 1) attention_decode_split_kernel(con
   }
 }
 
-// ---- reduce: a CTA per (token, query head), a thread per output element -------------------------------------
-// A thread per split first (splits <= kDim) finds the splits' weights e^(m_s - m) and the total row sum; then each
-// thread sums its column over the splits with several splits' loads in flight (a loop of dependent round trips
-// per split cost ~0.3 µs each: 35 µs for 128 splits).
+// ---- reduce: a CTA per (token, query head), 8 warps ---------------------------------------------------------
+// A thread per split (splits <= kDim) finds the splits' weights e^(m_s - m) and the total row sum; then warp w sums
+// splits w, w + 8, ... over all 256 columns (8 per lane), kSplitsInFlight splits' loads issued before the first is
+// summed, and the warps' sums meet in shared memory: a few memory round trips in all, not one per split.
+
+constexpr int kReduceWarps = kDim / 32, kSplitsInFlight = 4;
 
 __device__ __forceinline__ float block_reduce(float x, float* scratch, bool is_max) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -169,14 +175,15 @@ __device__ __forceinline__ float block_reduce(float x, float* scratch, bool is_m
   if (lane == 0) scratch[warp] = x;
   __syncthreads();
   x = scratch[0];
-  for (int w = 1; w < kDim / 32; ++w) x = is_max ? fmaxf(x, scratch[w]) : x + scratch[w];
+  for (int w = 1; w < kReduceWarps; ++w) x = is_max ? fmaxf(x, scratch[w]) : x + scratch[w];
   __syncthreads();  // scratch is reused by the next reduction
   return x;
 }
 
 __global__ void __launch_bounds__(kDim) attention_decode_reduce_kernel(const AttentionDecodeParams p) {
-  __shared__ float weight[kDim], scratch[kDim / 32];
-  const int token = blockIdx.x, q_head = blockIdx.y, d = threadIdx.x;
+  __shared__ float weight[kDim], scratch[kReduceWarps];
+  __shared__ __align__(16) float warp_out[kReduceWarps][kDim];
+  const int token = blockIdx.x, q_head = blockIdx.y, d = threadIdx.x, warp = d / 32, lane = d % 32;
   const int b = token / p.tokens, group = p.query_heads / p.kv_heads, head = q_head / group;
   const int slot = p.slots[b];
   if (slot < 0 || slot >= p.num_slots) return;  // the whole CTA: padding
@@ -187,9 +194,31 @@ __global__ void __launch_bounds__(kDim) attention_decode_reduce_kernel(const Att
   const float m = block_reduce(split_max, scratch, true);
   weight[d] = split_max == -INFINITY ? 0.f : exp2f(split_max - m);  // -inf: a split without keys
   const float sum = block_reduce(weight[d] * split_sum, scratch, false);  // its barriers publish `weight`
+
+  float acc[8] = {};
+  for (int s0 = warp; s0 < p.splits; s0 += kReduceWarps * kSplitsInFlight) {
+    float4 y[kSplitsInFlight][2];
+#pragma unroll
+    for (int u = 0; u < kSplitsInFlight; ++u) {
+      const int s = s0 + u * kReduceWarps;
+      const float* row = p.partial_out + (first + int64_t(min(s, p.splits - 1)) * rows) * kDim;
+      y[u][0] = *reinterpret_cast<const float4*>(row + 4 * lane);
+      y[u][1] = *reinterpret_cast<const float4*>(row + kDim / 2 + 4 * lane);
+    }
+#pragma unroll
+    for (int u = 0; u < kSplitsInFlight; ++u) {
+      const int s = s0 + u * kReduceWarps;
+      const float w = s < p.splits ? weight[s] : 0.f;
+      acc[0] += w * y[u][0].x, acc[1] += w * y[u][0].y, acc[2] += w * y[u][0].z, acc[3] += w * y[u][0].w;
+      acc[4] += w * y[u][1].x, acc[5] += w * y[u][1].y, acc[6] += w * y[u][1].z, acc[7] += w * y[u][1].w;
+    }
+  }
+  *reinterpret_cast<float4*>(&warp_out[warp][4 * lane]) = make_float4(acc[0], acc[1], acc[2], acc[3]);
+  *reinterpret_cast<float4*>(&warp_out[warp][kDim / 2 + 4 * lane]) = make_float4(acc[4], acc[5], acc[6], acc[7]);
+  __syncthreads();
   float out = 0.f;
-#pragma unroll 8
-  for (int s = 0; s < p.splits; ++s) out += weight[s] * p.partial_out[(first + int64_t(s) * rows) * kDim + d];
+#pragma unroll
+  for (int w = 0; w < kReduceWarps; ++w) out += warp_out[w][d];
   const float gate = to_float(static_cast<const bf16*>(
       p.gate)[int64_t(token) * p.gate_row_stride + int64_t(q_head) * p.gate_head_stride + d]);
   static_cast<bf16*>(p.out)[(int64_t(token) * p.query_heads + q_head) * kDim + d] =

@@ -284,20 +284,34 @@ __global__ void __launch_bounds__(kThreads) moe_expert_kernel(const MoeDecodePar
 }
 
 // ---- combine: out[token] = sum over its pairs, routed ones first, then the shared expert ------------------
+// The token's pair positions and weights go to shared memory first, then every pair's slice of a column block is
+// loaded before the first is summed: one memory round trip per block, not one per pair.
 
 __global__ void __launch_bounds__(256) moe_combine_kernel(const MoeDecodeParams p) {
+  constexpr int kMaxPairs = kMaxTopK + 1;
+  __shared__ float weights[kMaxPairs];
+  __shared__ int32_t positions[kMaxPairs];
   const int token = blockIdx.x, pairs = p.top_k + 1;
-  const float* weights = p.token_weight + int64_t(token) * pairs;
-  const int32_t* positions = p.token_pair + int64_t(token) * pairs;
+  if (threadIdx.x < pairs) {
+    weights[threadIdx.x] = p.token_weight[int64_t(token) * pairs + threadIdx.x];
+    positions[threadIdx.x] = p.token_pair[int64_t(token) * pairs + threadIdx.x];
+  }
+  __syncthreads();
   bf16* out = static_cast<bf16*>(p.out) + int64_t(token) * p.hidden_size;
   for (int c = 4 * threadIdx.x; c < p.hidden_size; c += 4 * blockDim.x) {
+    float4 y[kMaxPairs];
+#pragma unroll
+    for (int k = 0; k < kMaxPairs; ++k) {
+      if (k < pairs) y[k] = *reinterpret_cast<const float4*>(p.expert_out + int64_t(positions[k]) * p.hidden_size + c);
+    }
     float acc[4] = {};
-    for (int k = 0; k < pairs; ++k) {
-      const float4 y = *reinterpret_cast<const float4*>(p.expert_out + int64_t(positions[k]) * p.hidden_size + c);
-      acc[0] += weights[k] * y.x;
-      acc[1] += weights[k] * y.y;
-      acc[2] += weights[k] * y.z;
-      acc[3] += weights[k] * y.w;
+#pragma unroll
+    for (int k = 0; k < kMaxPairs; ++k) {
+      if (k >= pairs) break;
+      acc[0] += weights[k] * y[k].x;
+      acc[1] += weights[k] * y[k].y;
+      acc[2] += weights[k] * y[k].z;
+      acc[3] += weights[k] * y[k].w;
     }
     store_float<bf16, 4>(out + c, acc);
   }
