@@ -1,7 +1,7 @@
 // Device code of the split-context decode attention (see attention_decode.h for the launches).
 //
 // `split` CTA: 4 warps, the head group's rows (row r = token r / group, query head r % group of the KV head) in
-// row tiles of 16; keys stream through shared memory in stages of 64 (cp.async, double-buffered). With 1 row tile
+// row tiles of 16; keys stream through shared memory in stages of 64 (cp.async, two or three stages). With 1 row tile
 // (T <= 2) the 4 warps take 16 keys of each stage each, with 2 (T <= 4) 32 keys, with 4 all 64 keys of their own
 // row tile; each warp keeps an online softmax (row max m, row sum l, unnormalised O: 16 x 256 fp32 in registers)
 // and the warps of a row tile merge at the end. Scores are in log2 units (scale * log2 e folded in).
