@@ -1,6 +1,7 @@
-"""Sparse MoE block, the few-token kernels and the many-token path (GPU): against the reference on the same bf16 inputs (same router logits,
-experts in fp32) for the model's shapes and the tiny preset's; random and skewed routing, norm_topk_prob both
-ways, NaN-poisoned output, repeated runs identical, CUDA-graph replay, bad inputs."""
+"""Sparse MoE block, the few-token kernels and the many-token path (GPU; the latter's logic on the CPU too):
+against the reference on the same bf16 inputs (same router logits, experts in fp32) for the model's shapes and the
+tiny preset's; random and skewed routing, norm_topk_prob both ways, NaN-poisoned output, repeated runs identical,
+CUDA-graph replay, bad inputs."""
 
 from __future__ import annotations
 
@@ -18,13 +19,13 @@ TINY = dict(hidden=128, experts=16, top_k=4, width=64, shared_width=128)
 
 
 @functools.lru_cache(maxsize=2)
-def expert_weights(hidden, experts, width, shared_width) -> reference.MoEWeights:
-    """Random bf16 weights with the checkpoint's scales, drawn once per shape on the GPU (the model's are 3 GB);
+def expert_weights(hidden, experts, width, shared_width, device="cuda") -> reference.MoEWeights:
+    """Random bf16 weights with the checkpoint's scales, drawn once per shape on ``device`` (the model's are 3 GB);
     the router is drawn per test (see make_case)."""
-    gen = torch.Generator(device="cuda").manual_seed(hidden + experts)
+    gen = torch.Generator(device=device).manual_seed(hidden + experts)
 
     def randn(*shape, scale):
-        return torch.empty(*shape, dtype=torch.bfloat16, device="cuda").normal_(std=scale, generator=gen)
+        return torch.empty(*shape, dtype=torch.bfloat16, device=device).normal_(std=scale, generator=gen)
 
     return reference.MoEWeights(
         router=None, gate_up=randn(experts, 2 * width, hidden, scale=hidden ** -0.5),
@@ -35,7 +36,7 @@ def expert_weights(hidden, experts, width, shared_width) -> reference.MoEWeights
         shared_expert_gate=randn(1, hidden, scale=hidden ** -0.5))
 
 
-def make_case(gen, shape, tokens, skewed=False):
+def make_case(gen, shape, tokens, skewed=False, device="cuda"):
     """x [tokens, H] and the weights with a fresh router; ``skewed``: router rows 0 and 1 and every token point
     along one direction, so every token picks experts 0 and 1 first."""
     hidden = shape["hidden"]
@@ -46,8 +47,8 @@ def make_case(gen, shape, tokens, skewed=False):
         direction /= direction.norm()
         router[:2] = 8 * direction
         x += 6 * direction
-    weights = expert_weights(hidden, shape["experts"], shape["width"], shape["shared_width"])
-    return x.to("cuda", torch.bfloat16), weights._replace(router=router.to("cuda", torch.bfloat16))
+    weights = expert_weights(hidden, shape["experts"], shape["width"], shape["shared_width"], device)
+    return x.to(device, torch.bfloat16), weights._replace(router=router.to(device, torch.bfloat16))
 
 
 @cuda
@@ -73,7 +74,8 @@ def test_kernel_matches_reference(shape, tokens, skewed, norm_topk_prob):
 def assert_matches_reference(out, x, weights, top_k, norm_topk_prob, error=2.5e-3):
     """``error``: the path's expected bf16 error relative to the output's RMS (Gaussian). The few-token kernels
     round the hidden activation and the output only: about 0.25% (H100: relative norm error <= 0.29%); the
-    many-token path's grouped GEMMs also round gate, up, silu(gate) * up and each expert's output: 0.46%. Elements
+    many-token path's grouped GEMMs also round gate, up, silu(gate) * up and each expert's output: 0.46% (H100 and
+    CPU alike). Elements
     within 8 sigma, the norm within twice the error."""
     expected = reference.moe(x, weights, top_k, norm_topk_prob).float()  # same bf16 logits, fp32 experts
     rms = float(expected.norm()) / expected.numel() ** 0.5
@@ -96,6 +98,29 @@ def test_many_tokens_match_reference(shape, tokens, skewed, norm_topk_prob, monk
     out = ops.moe(x, weights, shape["top_k"], norm_topk_prob)
     assert_matches_reference(out, x, weights, shape["top_k"], norm_topk_prob, error=4.6e-3)
     assert torch.equal(ops.moe(x, weights, shape["top_k"], norm_topk_prob), out)  # repeated runs are identical
+
+
+def _cpu_grouped_mm() -> bool:
+    try:
+        torch._grouped_mm(torch.ones(2, 16, dtype=torch.bfloat16), torch.ones(1, 16, 16, dtype=torch.bfloat16),
+                          offs=torch.tensor([2], dtype=torch.int32))
+    except (AttributeError, RuntimeError, NotImplementedError):
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _cpu_grouped_mm(), reason="this torch has no CPU grouped GEMM")
+@pytest.mark.parametrize("tokens", [1, 300])
+@pytest.mark.parametrize("skewed", [False, True], ids=["random", "skewed"])
+@pytest.mark.parametrize("norm_topk_prob", [True, False])
+def test_many_token_path_on_cpu(tokens, skewed, norm_topk_prob):
+    """The many-token path's sorting, grouping and combine through torch's CPU grouped GEMM (a GPU runs the same
+    code with its CUDA kernel), so that CI checks them without a GPU."""
+    gen = torch.Generator().manual_seed(tokens + 2 * skewed + norm_topk_prob)
+    x, weights = make_case(gen, TINY, tokens, skewed, device="cpu")
+    out = ops._moe_grouped(x, weights, TINY["top_k"], norm_topk_prob)
+    assert_matches_reference(out, x, weights, TINY["top_k"], norm_topk_prob, error=4.6e-3)
+    assert torch.equal(ops._moe_grouped(x, weights, TINY["top_k"], norm_topk_prob), out)
 
 
 @cuda
