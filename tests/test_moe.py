@@ -74,8 +74,8 @@ def test_kernel_matches_reference(shape, tokens, skewed, norm_topk_prob):
 def assert_matches_reference(out, x, weights, top_k, norm_topk_prob, error=2.5e-3):
     """``error``: the path's expected bf16 error relative to the output's RMS (Gaussian). The few-token kernels
     round the hidden activation and the output only: about 0.25% (H100: relative norm error <= 0.29%); the
-    many-token path's grouped GEMMs also round gate, up, silu(gate) * up and each expert's output: 0.46% (H100 and
-    CPU alike). Elements
+    many-token path's grouped GEMMs also round gate, up, silu(gate) * up scaled by its
+    route weight and each expert's output: 0.48% (0.46% before the scaling moved there). Elements
     within 8 sigma, the norm within twice the error."""
     expected = reference.moe(x, weights, top_k, norm_topk_prob).float()  # same bf16 logits, fp32 experts
     rms = float(expected.norm()) / expected.numel() ** 0.5
@@ -96,7 +96,7 @@ def test_many_tokens_match_reference(shape, tokens, skewed, norm_topk_prob, monk
     gen = torch.Generator().manual_seed(tokens * 4 + 2 * skewed + norm_topk_prob + shape["hidden"])
     x, weights = make_case(gen, shape, tokens, skewed)
     out = ops.moe(x, weights, shape["top_k"], norm_topk_prob)
-    assert_matches_reference(out, x, weights, shape["top_k"], norm_topk_prob, error=4.6e-3)
+    assert_matches_reference(out, x, weights, shape["top_k"], norm_topk_prob, error=4.8e-3)
     assert torch.equal(ops.moe(x, weights, shape["top_k"], norm_topk_prob), out)  # repeated runs are identical
 
 
@@ -119,7 +119,7 @@ def test_many_token_path_on_cpu(tokens, skewed, norm_topk_prob):
     gen = torch.Generator().manual_seed(tokens + 2 * skewed + norm_topk_prob)
     x, weights = make_case(gen, TINY, tokens, skewed, device="cpu")
     out = ops._moe_grouped(x, weights, TINY["top_k"], norm_topk_prob)
-    assert_matches_reference(out, x, weights, TINY["top_k"], norm_topk_prob, error=4.6e-3)
+    assert_matches_reference(out, x, weights, TINY["top_k"], norm_topk_prob, error=4.8e-3)
     assert torch.equal(ops._moe_grouped(x, weights, TINY["top_k"], norm_topk_prob), out)
 
 

@@ -182,17 +182,20 @@ def _moe_grouped(x: torch.Tensor, w: reference.MoEWeights, top_k: int, norm_topk
     """Many tokens (prefill): the (token, expert) pairs sorted by expert on the device, the expert GEMMs by
     torch._grouped_mm (its CUTLASS grouped GEMM; ours is issue 4's next step), the pairs summed back per token in
     a fixed order (deterministic). No host sync."""
-    experts, hidden = w.gate_up.shape[0], x.shape[1]
+    tokens, hidden = x.shape
+    experts = w.gate_up.shape[0]
     router_weights, ids = reference.router_topk(F.linear(x, w.router), top_k, norm_topk_prob)
     order = ids.flatten().argsort(stable=True)
     counts = torch.zeros(experts, dtype=torch.int32, device=x.device).scatter_add_(
         0, ids.flatten(), torch.ones_like(ids.flatten(), dtype=torch.int32))
     offsets = counts.cumsum(0, dtype=torch.int32)
     gate, up = torch._grouped_mm(x[order // top_k], w.gate_up.transpose(1, 2), offs=offsets).chunk(2, dim=-1)
-    expert_out = torch._grouped_mm(F.silu(gate) * up, w.down.transpose(1, 2), offs=offsets)
-    pair_out = torch.empty_like(expert_out)
-    pair_out[order] = expert_out  # back to (token, k) order
-    routed = torch.einsum("nk,nkh->nh", router_weights, pair_out.view(-1, top_k, hidden).float())
+    # The down projection is linear: each pair's route weight scales its activation, and the combine is a sum.
+    act = F.silu(gate) * up * router_weights.flatten()[order, None].to(x.dtype)
+    expert_out = torch._grouped_mm(act, w.down.transpose(1, 2), offs=offsets)
+    pair_of = torch.empty_like(order)
+    pair_of[order] = torch.arange(order.numel(), device=x.device)  # (token, k) -> its row in the sorted order
+    routed = expert_out[pair_of].view(tokens, top_k, hidden).sum(1, dtype=torch.float32)
     shared = F.linear(F.silu(F.linear(x, w.shared_gate)) * F.linear(x, w.shared_up), w.shared_down)
     return (routed + torch.sigmoid(F.linear(x, w.shared_expert_gate).float()) * shared.float()).to(x.dtype)
 
