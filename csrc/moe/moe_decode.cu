@@ -13,9 +13,16 @@ void run_moe_decode(const MoeDecodeParams& p, cudaStream_t stream) {
   moe_route_kernel<<<1, kRouteThreads, route_bytes, stream>>>(p);
   QN_CHECK_LAUNCH();
   const int widest = std::max(p.expert_width, p.shared_width);
-  moe_expert_kernel<true><<<dim3(widest / kTileRows, p.max_groups), kThreads, 0, stream>>>(p);
-  QN_CHECK_LAUNCH();
-  moe_expert_kernel<false><<<dim3(p.hidden_size / kTileRows, p.max_groups), kThreads, 0, stream>>>(p);
+  const dim3 gate_up_grid(widest / kTileRows, p.max_groups), down_grid(p.hidden_size / kTileRows, p.max_groups);
+  if (p.tokens <= 8) {  // a group holds each token at most once
+    moe_expert_kernel<true, 1><<<gate_up_grid, kThreads, 0, stream>>>(p);
+    QN_CHECK_LAUNCH();
+    moe_expert_kernel<false, 1><<<down_grid, kThreads, 0, stream>>>(p);
+  } else {
+    moe_expert_kernel<true, kMaxTokenTiles><<<gate_up_grid, kThreads, 0, stream>>>(p);
+    QN_CHECK_LAUNCH();
+    moe_expert_kernel<false, kMaxTokenTiles><<<down_grid, kThreads, 0, stream>>>(p);
+  }
   QN_CHECK_LAUNCH();
   moe_combine_kernel<<<p.tokens, 256, 0, stream>>>(p);
   QN_CHECK_LAUNCH();

@@ -25,7 +25,7 @@ constexpr int kRouteThreads = 512, kRouteWarps = kRouteThreads / 32;
 constexpr int kThreads = 128, kWarps = kThreads / 32;  // expert GEMMs
 constexpr int kTileRows = 16;  // weight rows per CTA (per matrix)
 constexpr int kBlockK = 32;  // k per fragment load: 4 threads x 8 elements
-constexpr int kTokenTiles = 8;  // 8 tokens each: 64 tokens per pass
+constexpr int kMaxTokenTiles = 8;  // 8 tokens each: up to 64 tokens per pass
 constexpr int kDepth = 4;  // k-blocks of weights loaded before the first is used
 static_assert(kMaxExperts <= kRouteThreads, "the route kernel scans one expert per thread");
 
@@ -178,9 +178,11 @@ __device__ __forceinline__ void mma_block(FragC& acc, const uint4 (&w)[2], const
 }
 
 // kGateUp: hidden[pair] = silu(gate x) * up x over the group's tokens (x rows gathered by pair_token);
-// else expert_out[pair] = down hidden[pair].
-template <bool kGateUp>
-__global__ void __launch_bounds__(kThreads) moe_expert_kernel(const MoeDecodeParams p) {
+// else expert_out[pair] = down hidden[pair]. kTokenTiles tiles of 8 tokens per pass: 1 when no group holds more
+// than 8 tokens (up to 8 tokens in all), whose small accumulators let 4 CTAs share an SM (one wave of gate_up
+// CTAs at the model's sizes, twice the loads in flight per SM), else kMaxTokenTiles.
+template <bool kGateUp, int kTokenTiles>
+__global__ void __launch_bounds__(kThreads, kTokenTiles == 1 ? 4 : 1) moe_expert_kernel(const MoeDecodeParams p) {
   constexpr int kMats = kGateUp ? 2 : 1;
   __shared__ __align__(16) float partial[kWarps][kTokenTiles][32][4 * kMats];  // read as float4
   const int group = blockIdx.y;
