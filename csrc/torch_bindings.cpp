@@ -50,10 +50,11 @@ TORCH_LIBRARY(qwen3next, m) {
   m.impl("causal_conv1d_varlen", c10::DeviceType::CUDA, &qwen3next::causal_conv1d_varlen);
 
   // Sparse MoE block for few tokens (decode), E experts of width I, shared expert of width Is:
-  // out[N, H] = sum over the top_k of softmax(router_logits[N, E]) (renormalised when norm_topk_prob) of
-  // w * down(silu(gate x) * up x) + sigmoid(shared_expert_gate x) * shared_expert(x), with
-  // gate_up[E, 2I, H] (gate rows first), down[E, H, I], shared_gate/up[Is, H], shared_down[H, Is]; all bf16.
-  m.def("moe_decode(Tensor(a!) out, Tensor x, Tensor router_logits, Tensor gate_up, Tensor down, "
+  // out[N, H] = sum over the top_k of softmax(x router^T) (logits rounded to bf16; renormalised when
+  // norm_topk_prob) of w * down(silu(gate x) * up x) + sigmoid(shared_expert_gate x) * shared_expert(x), with
+  // router[E, H], gate_up[E, 2I, H] (gate rows first), down[E, H, I], shared_gate/up[Is, H], shared_down[H, Is];
+  // all bf16.
+  m.def("moe_decode(Tensor(a!) out, Tensor x, Tensor router, Tensor gate_up, Tensor down, "
         "Tensor shared_gate, Tensor shared_up, Tensor shared_down, Tensor shared_expert_gate, int top_k, "
         "bool norm_topk_prob) -> ()");
   m.impl("moe_decode", c10::DeviceType::CUDA, &qwen3next::moe_decode);

@@ -64,22 +64,39 @@ def test_kernel_matches_reference(shape, tokens, skewed, norm_topk_prob):
         ids = reference.router_topk(logits, shape["top_k"], norm_topk_prob)[1]
         assert bool((ids[:, :2].sort(dim=1).values == torch.tensor([0, 1], device="cuda")).all())
     out = nan_like(x)
-    torch.ops.qwen3next.moe_decode(out, x, logits, weights.gate_up, weights.down, weights.shared_gate,
+    torch.ops.qwen3next.moe_decode(out, x, weights.router, weights.gate_up, weights.down, weights.shared_gate,
                                    weights.shared_up, weights.shared_down, weights.shared_expert_gate, shape["top_k"],
                                    norm_topk_prob)
-    assert_matches_reference(out, x, weights, shape["top_k"], norm_topk_prob)
+    toss_ups = routing_is_a_toss_up(x, weights, shape["top_k"])
+    assert toss_ups.float().mean() <= 0.02
+    assert_matches_reference(out, x, weights, shape["top_k"], norm_topk_prob, tokens=~toss_ups)
     assert torch.equal(ops.moe(x, weights, shape["top_k"], norm_topk_prob), out)  # repeated runs are identical
 
 
-def assert_matches_reference(out, x, weights, top_k, norm_topk_prob, error=2.5e-3):
+def assert_matches_reference(out, x, weights, top_k, norm_topk_prob, error=2.5e-3, tokens=None):
     """``error``: the path's expected bf16 error relative to the output's RMS (Gaussian). The few-token kernels
     round the hidden activation and the output only: about 0.25% (H100: relative norm error <= 0.29%); the
-    many-token path's grouped GEMMs also round gate, up, silu(gate) * up scaled by its
-    route weight and each expert's output: 0.48% (0.46% before the scaling moved there). Elements
-    within 8 sigma, the norm within twice the error."""
-    expected = reference.moe(x, weights, top_k, norm_topk_prob).float()  # same bf16 logits, fp32 experts
+    many-token path's grouped GEMMs also round gate, up, silu(gate) * up scaled by its route weight and each
+    expert's output: 0.48% (0.46% before the scaling moved there). Elements within 8 sigma, the norm within twice
+    the error. ``tokens``: the rows compared (default all)."""
+    expected = reference.moe(x, weights, top_k, norm_topk_prob).float()  # bf16 logits by cuBLAS, fp32 experts
+    out = out.float()
+    if tokens is not None:
+        out, expected = out[tokens], expected[tokens]
     rms = float(expected.norm()) / expected.numel() ** 0.5
-    assert_close(out.float(), expected, atol=8 * error * rms, rtol=2e-2, max_rel_err=2 * error)
+    assert_close(out, expected, atol=8 * error * rms, rtol=2e-2, max_rel_err=2 * error)
+
+
+def routing_is_a_toss_up(x, weights, top_k):
+    """Tokens that the kernels' own router GEMM may route otherwise than the reference's cuBLAS GEMM: both round
+    fp32 sums to bf16 logits, summed in different orders, so a logit a hair (1e-3 of a bf16 step) from a rounding
+    boundary may round either way, and that matters when the k-th and (k+1)-th logits are then one bf16 step apart
+    or less. About one token in a thousand."""
+    exact = (x.double() @ weights.router.double().T).topk(top_k + 1, dim=-1).values[:, top_k - 1:]  # k-th, k+1-th
+    step = torch.finfo(torch.bfloat16).eps * torch.exp2(torch.floor(torch.log2(exact.abs().clamp_min(1e-30))))
+    near_boundary = ((exact - exact.bfloat16().double()).abs() - step / 2).abs() < 1e-3 * step
+    rounded = exact.bfloat16().double()
+    return near_boundary.any(-1) & ((rounded[:, 0] - rounded[:, 1]).abs() <= step.max(-1).values)
 
 
 @cuda
@@ -139,13 +156,11 @@ def test_cuda_graph_replay_matches_eager():
 def test_bad_inputs():
     gen = torch.Generator().manual_seed(1)
     x, weights = make_case(gen, TINY, 4)
-    logits = torch.nn.functional.linear(x, weights.router)
-    args = dict(out=torch.empty_like(x), x=x, router_logits=logits, **weights._asdict(), top_k=4, norm_topk_prob=True)
-    del args["router"]
+    args = dict(out=torch.empty_like(x), x=x, **weights._asdict(), top_k=4, norm_topk_prob=True)
 
     def call(**changes):
         a = {**args, **changes}
-        torch.ops.qwen3next.moe_decode(a["out"], a["x"], a["router_logits"], a["gate_up"], a["down"],
+        torch.ops.qwen3next.moe_decode(a["out"], a["x"], a["router"], a["gate_up"], a["down"],
                                        a["shared_gate"], a["shared_up"], a["shared_down"], a["shared_expert_gate"],
                                        a["top_k"], a["norm_topk_prob"])
 
@@ -154,8 +169,11 @@ def test_bad_inputs():
         call(x=x.float())
     with pytest.raises(RuntimeError, match="top_k"):
         call(top_k=17)
-    with pytest.raises(RuntimeError, match="router_logits"):
-        call(router_logits=logits[:, :8].contiguous())
+    with pytest.raises(RuntimeError, match="router"):
+        call(router=weights.router[:8].contiguous())
+    with pytest.raises(RuntimeError, match="multiple of 16 experts"):
+        call(router=weights.router[:8].contiguous(), gate_up=weights.gate_up[:8].contiguous(),
+             down=weights.down[:8].contiguous())
     with pytest.raises(RuntimeError, match="down"):
         call(down=weights.down[:, :, :32].contiguous())
     with pytest.raises(RuntimeError, match="multiples of 32"):

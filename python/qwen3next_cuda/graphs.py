@@ -20,12 +20,14 @@ BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 def capturable(model) -> bool:
     """Whether every op of the model's decode step has a graph-safe kernel at its shapes and dtype: bf16 on a GPU,
     128-wide DeltaNet heads, 256-wide attention heads with at most 64 query heads per KV head, and the few-token
-    MoE kernels' limits (<= 512 experts, top-k <= 16, widths in multiples of 32)."""
+    MoE kernels' limits (a multiple of 16 experts up to 512, top-k <= 16, hidden size a multiple of 128, widths of
+    32)."""
     config = model.config
     return (model.device.type == "cuda" and model.dtype == torch.bfloat16 and config.head_dim == 256
             and config.linear_key_head_dim == 128 and config.linear_value_head_dim == 128
             and config.num_attention_heads // config.num_key_value_heads <= 64
-            and config.num_experts <= 512 and config.num_experts_per_tok <= 16
+            and config.num_experts <= 512 and config.num_experts % 16 == 0 and config.num_experts_per_tok <= 16
+            and config.hidden_size % 128 == 0
             and all(size % 32 == 0 for size in (config.hidden_size, config.moe_intermediate_size,
                                                  config.shared_expert_intermediate_size)))
 

@@ -158,13 +158,13 @@ MOE_DECODE_MAX_TOKENS = 256  # the few-token kernels stream each selected expert
 
 
 def _moe_decode_fits(x: torch.Tensor, weights: reference.MoEWeights, top_k: int) -> bool:
-    """The few-token kernels' scope: bf16, up to MOE_DECODE_MAX_TOKENS tokens, <= 512 experts, top_k <= 16,
-    sizes in multiples of 32."""
+    """The few-token kernels' scope: bf16, up to MOE_DECODE_MAX_TOKENS tokens, a multiple of 16 experts up to 512,
+    top_k <= 16, the hidden size a multiple of 128, the widths of 32."""
     experts, double_width, hidden = weights.gate_up.shape
     return (HAS_KERNELS and x.is_cuda and x.dim() == 2 and 0 < x.shape[0] <= MOE_DECODE_MAX_TOKENS
-            and all(t.dtype == torch.bfloat16 for t in (x, *weights)) and experts <= 512
+            and all(t.dtype == torch.bfloat16 for t in (x, *weights)) and experts <= 512 and experts % 16 == 0
             and 0 < top_k <= min(16, experts)
-            and hidden % 32 == 0 and double_width % 64 == 0 and weights.shared_gate.shape[0] % 32 == 0)
+            and hidden % 128 == 0 and double_width % 64 == 0 and weights.shared_gate.shape[0] % 32 == 0)
 
 
 def _moe_grouped_fits(x: torch.Tensor, weights: reference.MoEWeights) -> bool:
@@ -208,8 +208,7 @@ def moe(x: torch.Tensor, weights: reference.MoEWeights, top_k: int, norm_topk_pr
         return reference.moe(x, weights, top_k, norm_topk_prob)
     x = x.contiguous()
     out = torch.empty_like(x)
-    logits = torch.nn.functional.linear(x, weights.router)  # cuBLAS, in x's dtype as the reference
-    torch.ops.qwen3next.moe_decode(out, x, logits, weights.gate_up, weights.down, weights.shared_gate,
+    torch.ops.qwen3next.moe_decode(out, x, weights.router, weights.gate_up, weights.down, weights.shared_gate,
                                    weights.shared_up, weights.shared_down, weights.shared_expert_gate, top_k,
                                    norm_topk_prob)
     return out
@@ -299,7 +298,7 @@ if HAS_KERNELS:
         return None
 
     @torch.library.register_fake("qwen3next::moe_decode")
-    def _(out, x, router_logits, gate_up, down, shared_gate, shared_up, shared_down, shared_expert_gate, top_k,
+    def _(out, x, router, gate_up, down, shared_gate, shared_up, shared_down, shared_expert_gate, top_k,
           norm_topk_prob):
         return None
 
