@@ -124,23 +124,40 @@ __global__ void __launch_bounds__(kRouteThreads) moe_route_kernel(const MoeDecod
       chosen_sum += weight;
       if (lane == k) my_weight = weight, my_expert = best_expert;
     }
-    float gate = 0.f;  // shared_expert_gate . x
-    const bf16* x = static_cast<const bf16*>(p.x) + int64_t(token) * p.hidden_size;
-    for (int c = 8 * lane; c < p.hidden_size; c += 8 * 32) {
-      float xs[8], ws[8];
-      load_float<bf16, 8>(xs, x + c);
-      load_float<bf16, 8>(ws, static_cast<const bf16*>(p.shared_expert_gate) + c);
-#pragma unroll
-      for (int i = 0; i < 8; ++i) gate += xs[i] * ws[i];
-    }
-    gate = group_sum<32>(gate);
     float* weights = p.token_weight + int64_t(token) * (top_k + 1);
     if (lane < top_k) {
       weights[lane] = p.norm_topk_prob ? my_weight / chosen_sum : my_weight;
       pair_expert[token * top_k + lane] = my_expert;
       pair_rank[token * top_k + lane] = atomicAdd(&counts[my_expert], 1);  // order within an expert: any
     }
-    if (lane == 0) weights[top_k] = 1.f / (1.f + expf(-gate));
+  }
+  // The shared expert's gate sigmoid(shared_expert_gate . x), a warp per token from the last warp down, so that
+  // with few tokens it runs beside the top-k above rather than after it; a lane's loads all issued at once.
+  constexpr int kGateVectors = 8;  // 16-byte vectors per lane in flight: a hidden size of 2048 in one round trip
+  for (int token = kRouteWarps - 1 - warp; token < tokens; token += kRouteWarps) {
+    const bf16* x = static_cast<const bf16*>(p.x) + int64_t(token) * p.hidden_size;
+    const bf16* w = static_cast<const bf16*>(p.shared_expert_gate);
+    float gate = 0.f;
+    for (int c0 = 8 * lane; c0 < p.hidden_size; c0 += 8 * 32 * kGateVectors) {
+      uint4 xs[kGateVectors], ws[kGateVectors];
+#pragma unroll
+      for (int u = 0; u < kGateVectors; ++u) {
+        const int c = c0 + 8 * 32 * u;
+        xs[u] = c < p.hidden_size ? __ldg(reinterpret_cast<const uint4*>(x + c)) : make_uint4(0, 0, 0, 0);
+        ws[u] = c < p.hidden_size ? __ldg(reinterpret_cast<const uint4*>(w + c)) : make_uint4(0, 0, 0, 0);
+      }
+#pragma unroll
+      for (int u = 0; u < kGateVectors; ++u) {
+        const unsigned xw[4] = {xs[u].x, xs[u].y, xs[u].z, xs[u].w}, ww[4] = {ws[u].x, ws[u].y, ws[u].z, ws[u].w};
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const float2 a = unpack_bf16(xw[i]), b = unpack_bf16(ww[i]);
+          gate += a.x * b.x + a.y * b.y;
+        }
+      }
+    }
+    gate = group_sum<32>(gate);
+    if (lane == 0) p.token_weight[int64_t(token) * (top_k + 1) + top_k] = 1.f / (1.f + expf(-gate));
   }
   __syncthreads();
 
