@@ -59,6 +59,11 @@ TORCH_LIBRARY(qwen3next, m) {
         "bool norm_topk_prob) -> ()");
   m.impl("moe_decode", c10::DeviceType::CUDA, &qwen3next::moe_decode);
 
+  // The MoE block's grouped GEMM (sm90): out[rows of group e] = a[rows of group e] @ b[e]^T, group e's rows being
+  // [offsets[e - 1], offsets[e]) of a and out; a[P, K], b[E, N, K], out[P, N] bf16, offsets[E] int32 (cumulative).
+  m.def("moe_grouped_gemm(Tensor(a!) out, Tensor a, Tensor b, Tensor offsets) -> ()");
+  m.impl("moe_grouped_gemm", c10::DeviceType::CUDA, &qwen3next::moe_grouped_gemm);
+
   // Before the gated attention (head dim 256), for a varlen batch (sequence s: rows [cu_seqlens[s],
   // cu_seqlens[s+1]), its last tokens, ending at context_lens[s]): q_out[N, Hq, 256] = rope(rmsnorm(q)), and
   // rope(rmsnorm(k)), v into key/value_cache[slots[s]] ([S, max_len, Hkv, 256]) at each token's position; q, k, v

@@ -9,6 +9,7 @@ reference functions themselves.
 
 from __future__ import annotations
 
+import functools
 import json
 
 import torch
@@ -168,20 +169,36 @@ def _moe_decode_fits(x: torch.Tensor, weights: reference.MoEWeights, top_k: int)
 
 
 def _moe_grouped_fits(x: torch.Tensor, weights: reference.MoEWeights) -> bool:
-    """torch._grouped_mm's scope: bf16 on an sm90 GPU (its CUTLASS kernel), sizes in multiples of 16."""
+    """The many-token path's scope: bf16 on an sm90 GPU, with our grouped GEMM (a build with sm90a) or torch's
+    (torch._grouped_mm), sizes in multiples of 16."""
     experts, double_width, hidden = weights.gate_up.shape
-    return (x.is_cuda and hasattr(torch, "_grouped_mm") and torch.cuda.get_device_capability(x.device) == (9, 0)
+    return (x.is_cuda and torch.cuda.get_device_capability(x.device) == (9, 0)
+            and (_has_grouped_gemm() or hasattr(torch, "_grouped_mm"))
             and x.dim() == 2 and all(t.dtype == torch.bfloat16 for t in (x, *weights))
             and hidden % 16 == 0 and double_width % 32 == 0)
+
+
+@functools.cache
+def _has_grouped_gemm() -> bool:
+    return HAS_KERNELS and "90a" in build_info()["cuda_archs"].split(",")
+
+
+def _grouped_mm(a: torch.Tensor, b: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """out[rows of group e] = a[rows of e] @ b[e]^T, group e's rows ending at offsets[e]: our CUTLASS kernel
+    (moe_grouped_gemm) when built, else torch._grouped_mm."""
+    if not (a.is_cuda and _has_grouped_gemm()):
+        return torch._grouped_mm(a, b.transpose(1, 2), offs=offsets)
+    out = a.new_empty(a.shape[0], b.shape[1])
+    torch.ops.qwen3next.moe_grouped_gemm(out, a.contiguous(), b, offsets)
+    return out
 
 
 MOE_GROUPED_CHUNK = 8192  # tokens per pass of the many-token path: bounds its pair buffers (~1.5 GB at 8192)
 
 
 def _moe_grouped(x: torch.Tensor, w: reference.MoEWeights, top_k: int, norm_topk_prob: bool) -> torch.Tensor:
-    """Many tokens (prefill): the (token, expert) pairs sorted by expert on the device, the expert GEMMs by
-    torch._grouped_mm (its CUTLASS grouped GEMM; ours is issue 4's next step), the pairs summed back per token in
-    a fixed order (deterministic). No host sync."""
+    """Many tokens (prefill): the (token, expert) pairs sorted by expert on the device, the expert GEMMs grouped
+    (`_grouped_mm`), the pairs summed back per token in a fixed order (deterministic). No host sync."""
     tokens, hidden = x.shape
     experts = w.gate_up.shape[0]
     router_weights, ids = reference.router_topk(F.linear(x, w.router), top_k, norm_topk_prob)
@@ -189,10 +206,10 @@ def _moe_grouped(x: torch.Tensor, w: reference.MoEWeights, top_k: int, norm_topk
     counts = torch.zeros(experts, dtype=torch.int32, device=x.device).scatter_add_(
         0, ids.flatten(), torch.ones_like(ids.flatten(), dtype=torch.int32))
     offsets = counts.cumsum(0, dtype=torch.int32)
-    gate, up = torch._grouped_mm(x[order // top_k], w.gate_up.transpose(1, 2), offs=offsets).chunk(2, dim=-1)
+    gate, up = _grouped_mm(x[order // top_k], w.gate_up, offsets).chunk(2, dim=-1)
     # The down projection is linear: each pair's route weight scales its activation, and the combine is a sum.
     act = F.silu(gate) * up * router_weights.flatten()[order, None].to(x.dtype)
-    expert_out = torch._grouped_mm(act, w.down.transpose(1, 2), offs=offsets)
+    expert_out = _grouped_mm(act, w.down, offsets)
     pair_of = torch.empty_like(order)
     pair_of[order] = torch.arange(order.numel(), device=x.device)  # (token, k) -> its row in the sorted order
     routed = expert_out[pair_of].view(tokens, top_k, hidden).sum(1, dtype=torch.float32)
@@ -300,6 +317,10 @@ if HAS_KERNELS:
     @torch.library.register_fake("qwen3next::moe_decode")
     def _(out, x, router, gate_up, down, shared_gate, shared_up, shared_down, shared_expert_gate, top_k,
           norm_topk_prob):
+        return None
+
+    @torch.library.register_fake("qwen3next::moe_grouped_gemm")
+    def _(out, a, b, offsets):
         return None
 
     @torch.library.register_fake("qwen3next::attention_prepass")
