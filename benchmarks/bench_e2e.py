@@ -7,8 +7,10 @@ step of a run of steps (host work included, as a user sees it); ours: a prefill 
 through transformers (decode from the cache its own prefill of the context left; only where that prefill fits).
 
 floor_us: decode, the bytes a step reads (Qwen3NextCUDA.decode_step_bytes: the weights, the experts the batch
-selects under uniform routing, states, keys and values) at the copy ceiling; prefill, the FLOPs of the projections
-and experts (2 x active parameters per token), causal attention and the chunked delta rule at the matmul ceiling.
+selects under uniform routing, states, keys and values) at the copy ceiling; prefill, the larger of the FLOPs
+(2 x active parameters per token, lm_head for the last token, causal attention, the chunked delta rule) at the
+matmul ceiling and the weights read once (at 4096 tokens every expert: the block is bound by its weights) at the
+copy ceiling. transformers is asked for the last token's logits only (logits_to_keep=1), as ours returns.
 ours_graph_extrapolated / ours_extrapolated (layers=48): the published depth from the same runs at 4 and 8 layers
 (12 groups of 4 layers, embeddings and lm_head once; see `extrapolate`), bytes and FLOPs alike.
 """
@@ -102,7 +104,7 @@ def our_decode(model: Qwen3NextCUDA, batch: int, context: int, cuda_graph: bool)
 def hf_decode(hf_model, batch: int, context: int) -> float:
     ids = torch.randint(0, hf_model.config.vocab_size, (batch, context), device="cuda")
     with torch.no_grad():
-        cache = hf_model(ids, use_cache=True).past_key_values
+        cache = hf_model(ids, use_cache=True, logits_to_keep=1).past_key_values
         token = ids[:, -1:]
         times = []
         for _ in range(STEPS // 4):
@@ -111,18 +113,18 @@ def hf_decode(hf_model, batch: int, context: int) -> float:
 
 
 def prefill_flops(config: Qwen3NextConfig, model: Qwen3NextCUDA, tokens: int) -> float:
-    """2 x active parameters per token (the top-k experts of the stacks, no embeddings), causal attention
-    (QK^T and PV over half the pairs), the chunked delta rule (5.8 MFLOP per token and layer at the published
-    heads, see benchmarks/NOTES.md)."""
+    """2 x active parameters per token (the top-k experts of the stacks; no embeddings; lm_head for the last token
+    only, the one whose logits a prefill returns), causal attention (QK^T and PV over half the pairs), the chunked
+    delta rule (5.8 MFLOP per token and layer at the published heads, see benchmarks/NOTES.md)."""
     active = 0
     for name, weight in model._model.weights.items():
-        if name == "model.embed_tokens.weight":
+        if name in ("model.embed_tokens.weight", "lm_head.weight"):
             continue
         share = config.num_experts_per_tok / config.num_experts if ".mlp.experts." in name else 1
         active += weight.numel() * share
     attention = 2 * 2 * tokens * tokens / 2 * config.num_attention_heads * config.head_dim
     delta_rule = 5.8e6 * tokens
-    return (2 * active * tokens + attention * len(config.full_attention_layers)
+    return (2 * active * tokens + 2 * model._model.lm_head.numel() + attention * len(config.full_attention_layers)
             + delta_rule * len(config.linear_attention_layers))
 
 
@@ -161,13 +163,15 @@ def run(record) -> None:
     for tokens, prompt in prompts.items():
         params = {"layers": LAYERS, "tokens": tokens}
         flops = prefill_flops(config, model, tokens)
-        measured["e2e_prefill", tokens] = (our_prefill(model, prompt), flops)
-        record("e2e_prefill", "ours", params, measured["e2e_prefill", tokens][0], flops=flops)
+        nbytes = model.weight_bytes(tokens)
+        measured["e2e_prefill", tokens] = (our_prefill(model, prompt), flops, nbytes)
+        record("e2e_prefill", "ours", params, measured["e2e_prefill", tokens][0], flops=flops, nbytes=nbytes)
         if hf_model is not None:
             ids = torch.tensor([prompt], device="cuda")
             with torch.no_grad():
-                hf_model(ids)
-                record("e2e_prefill", "hf_fla", params, wall_us(lambda: hf_model(ids), 3), flops=flops)
+                hf_model(ids, logits_to_keep=1)  # the last token's logits, as ours returns
+                record("e2e_prefill", "hf_fla", params, wall_us(lambda: hf_model(ids, logits_to_keep=1), 3),
+                       flops=flops, nbytes=nbytes)
 
     # The same at 8 layers (fresh random weights: the times do not depend on their values), alone on the GPU.
     model = hf_model = None
@@ -180,7 +184,8 @@ def run(record) -> None:
         record("e2e_decode", "ours_graph_extrapolated", {"layers": DEPTH, "batch": batch, "context": context},
                extrapolate(at_4, our_decode(model, batch, context, True)), nbytes=nbytes)
     for tokens, prompt in prompts.items():
-        at_4, flops_4 = measured["e2e_prefill", tokens]
+        at_4, flops_4, bytes_4 = measured["e2e_prefill", tokens]
         record("e2e_prefill", "ours_extrapolated", {"layers": DEPTH, "tokens": tokens},
                extrapolate(at_4, our_prefill(model, prompt)),
-               flops=extrapolate(flops_4, prefill_flops(config, model, tokens)))
+               flops=extrapolate(flops_4, prefill_flops(config, model, tokens)),
+               nbytes=extrapolate(bytes_4, model.weight_bytes(tokens)))
