@@ -14,12 +14,22 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def random_checkpoint(tmp_path_factory, preset: str, seed: int) -> str:
+    out = tmp_path_factory.mktemp(preset)
+    make_checkpoint(out, preset, seed=seed, progress=False)
+    return str(out)
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> str:
     """A random checkpoint of the tiny preset (real vocabulary and tokenizer files)."""
-    out = tmp_path_factory.mktemp("tiny")
-    make_checkpoint(out, "tiny", seed=5, progress=False)
-    return str(out)
+    return random_checkpoint(tmp_path_factory, "tiny", seed=5)
+
+
+@pytest.fixture(scope="module")
+def narrow(tmp_path_factory) -> str:
+    """A random checkpoint of the narrow preset (the published head sizes: every op of a step has its kernel)."""
+    return random_checkpoint(tmp_path_factory, "narrow", seed=3)
 
 
 @pytest.fixture(scope="module")

@@ -8,17 +8,10 @@ import pytest
 import torch
 
 from qwen3next_cuda import Qwen3NextCUDA, graphs
-from qwen3next_cuda.tools.make_checkpoint import make_checkpoint, preset_config, random_weights
+from qwen3next_cuda.tools.make_checkpoint import preset_config, random_weights
 from utils import calc_diff
 
 cuda = pytest.mark.cuda
-
-
-@pytest.fixture(scope="module")
-def narrow(tmp_path_factory) -> str:
-    out = tmp_path_factory.mktemp("narrow")
-    make_checkpoint(out, "narrow", seed=3, progress=False)
-    return str(out)
 
 
 @pytest.fixture(scope="module")
