@@ -75,7 +75,7 @@ __global__ void __launch_bounds__(kRouteThreads) moe_route_kernel(const MoeDecod
   for (int e = tid; e < num_experts; e += kRouteThreads) counts[e] = 0;
   __syncthreads();
 
-  // A warp per token: softmax, top-k (largest first, ties to the lower id), renormalise; the shared gate.
+  // A warp per token: softmax, top-k (largest first, ties to the lower id), renormalise.
   constexpr int kPerLane = kMaxExperts / 32;
   for (int token = warp; token < tokens; token += kRouteWarps) {
     float prob[kPerLane];
