@@ -30,7 +30,8 @@ void moe_decode(at::Tensor& out, const at::Tensor& x, const at::Tensor& router, 
                 const at::Tensor& down, const at::Tensor& shared_gate, const at::Tensor& shared_up,
                 const at::Tensor& shared_down, const at::Tensor& shared_expert_gate, int64_t top_k,
                 bool norm_topk_prob);
-void moe_grouped_gemm(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, const at::Tensor& offsets);
+void moe_grouped_gemm(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, const at::Tensor& offsets,
+                      bool portable);
 
 // attention/
 void attention_prepass(at::Tensor& q_out, at::Tensor& key_cache, at::Tensor& value_cache, const at::Tensor& q,

@@ -59,9 +59,10 @@ TORCH_LIBRARY(qwen3next, m) {
         "bool norm_topk_prob) -> ()");
   m.impl("moe_decode", c10::DeviceType::CUDA, &qwen3next::moe_decode);
 
-  // The MoE block's grouped GEMM (sm90): out[rows of group e] = a[rows of group e] @ b[e]^T, group e's rows being
+  // The MoE block's grouped GEMM: out[rows of group e] = a[rows of group e] @ b[e]^T, group e's rows being
   // [offsets[e - 1], offsets[e]) of a and out; a[P, K], b[E, N, K], out[P, N] bf16, offsets[E] int32 (cumulative).
-  m.def("moe_grouped_gemm(Tensor(a!) out, Tensor a, Tensor b, Tensor offsets) -> ()");
+  // The sm90a kernel (TMA + wgmma), or with portable the mma.sync one (sm80 and later).
+  m.def("moe_grouped_gemm(Tensor(a!) out, Tensor a, Tensor b, Tensor offsets, bool portable) -> ()");
   m.impl("moe_grouped_gemm", c10::DeviceType::CUDA, &qwen3next::moe_grouped_gemm);
 
   // Before the gated attention (head dim 256), for a varlen batch (sequence s: rows [cu_seqlens[s],

@@ -169,27 +169,28 @@ def _moe_decode_fits(x: torch.Tensor, weights: reference.MoEWeights, top_k: int)
 
 
 def _moe_grouped_fits(x: torch.Tensor, weights: reference.MoEWeights) -> bool:
-    """The many-token path's scope: bf16 on an sm90 GPU, with our grouped GEMM (a build with sm90a) or torch's
-    (torch._grouped_mm), sizes in multiples of 16."""
+    """The many-token path's scope: bf16 on an sm80 or later GPU (our grouped GEMM kernels; torch._grouped_mm
+    without them, on sm90), sizes in multiples of 16."""
     experts, double_width, hidden = weights.gate_up.shape
-    return (x.is_cuda and torch.cuda.get_device_capability(x.device) == (9, 0)
-            and (_has_grouped_gemm() or hasattr(torch, "_grouped_mm"))
+    capability = torch.cuda.get_device_capability(x.device) if x.is_cuda else (0, 0)
+    return ((HAS_KERNELS and capability >= (8, 0) or capability == (9, 0) and hasattr(torch, "_grouped_mm"))
             and x.dim() == 2 and all(t.dtype == torch.bfloat16 for t in (x, *weights))
             and hidden % 16 == 0 and double_width % 32 == 0)
 
 
 @functools.cache
-def _has_grouped_gemm() -> bool:
+def _has_sm90a_kernels() -> bool:
     return HAS_KERNELS and "90a" in build_info()["cuda_archs"].split(",")
 
 
 def _grouped_mm(a: torch.Tensor, b: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    """out[rows of group e] = a[rows of e] @ b[e]^T, group e's rows ending at offsets[e]: our CUTLASS kernel
-    (moe_grouped_gemm) when built, else torch._grouped_mm."""
-    if not (a.is_cuda and _has_grouped_gemm()):
+    """out[rows of group e] = a[rows of e] @ b[e]^T, group e's rows ending at offsets[e]: our grouped GEMM (the
+    TMA + wgmma kernel on sm90 when built, the mma.sync one elsewhere), torch._grouped_mm without the extension."""
+    if not (HAS_KERNELS and a.is_cuda):
         return torch._grouped_mm(a, b.transpose(1, 2), offs=offsets)
     out = a.new_empty(a.shape[0], b.shape[1])
-    torch.ops.qwen3next.moe_grouped_gemm(out, a.contiguous(), b, offsets)
+    sm90a = torch.cuda.get_device_capability(a.device) == (9, 0) and _has_sm90a_kernels()
+    torch.ops.qwen3next.moe_grouped_gemm(out, a.contiguous(), b, offsets, not sm90a)
     return out
 
 
@@ -320,7 +321,7 @@ if HAS_KERNELS:
         return None
 
     @torch.library.register_fake("qwen3next::moe_grouped_gemm")
-    def _(out, a, b, offsets):
+    def _(out, a, b, offsets, portable):
         return None
 
     @torch.library.register_fake("qwen3next::attention_prepass")
