@@ -65,6 +65,11 @@ TORCH_LIBRARY(qwen3next, m) {
   m.def("moe_grouped_gemm(Tensor(a!) out, Tensor a, Tensor b, Tensor offsets, bool portable) -> ()");
   m.impl("moe_grouped_gemm", c10::DeviceType::CUDA, &qwen3next::moe_grouped_gemm);
 
+  // The many-token MoE path's combine: out[n] = sum_j routed[pair_of[n, j]] + sigmoid(gate[n]) * shared[n], in fp32,
+  // rounded once; routed[P, H] (pre-scaled by the route weights), shared[N, H], gate[N] bf16, pair_of[N, k] int64.
+  m.def("moe_combine(Tensor(a!) out, Tensor routed, Tensor pair_of, Tensor shared, Tensor gate) -> ()");
+  m.impl("moe_combine", c10::DeviceType::CUDA, &qwen3next::moe_combine);
+
   // Before the gated attention (head dim 256), for a varlen batch (sequence s: rows [cu_seqlens[s],
   // cu_seqlens[s+1]), its last tokens, ending at context_lens[s]): q_out[N, Hq, 256] = rope(rmsnorm(q)), and
   // rope(rmsnorm(k)), v into key/value_cache[slots[s]] ([S, max_len, Hkv, 256]) at each token's position; q, k, v

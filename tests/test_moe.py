@@ -177,6 +177,35 @@ def test_grouped_gemm_bad_inputs(kernel):
                      offsets)
 
 
+@cuda
+@pytest.mark.parametrize("tokens,top_k,hidden", [(1, 1, 8), (300, 10, 2048), (77, 16, 136)])
+def test_combine_matches_torch(tokens, top_k, hidden):
+    """out[n] = sum_j routed[pair_of[n, j]] + sigmoid(gate[n]) * shared[n], in fp32, rounded once."""
+    gen = torch.Generator().manual_seed(tokens + top_k)
+    routed = torch.randn(tokens * top_k + 5, hidden, generator=gen).to("cuda", torch.bfloat16)  # 5 rows unused
+    pair_of = torch.randperm(tokens * top_k + 5, generator=gen)[:tokens * top_k].view(tokens, top_k).cuda()
+    shared = torch.randn(tokens, hidden, generator=gen).to("cuda", torch.bfloat16)
+    gate = torch.randn(tokens, 1, generator=gen).to("cuda", torch.bfloat16)
+    out = nan_like(shared)
+    torch.ops.qwen3next.moe_combine(out, routed, pair_of, shared, gate)
+    expected = routed[pair_of].float().sum(1) + torch.sigmoid(gate.float()) * shared.float()
+    assert_close(out.float(), expected, atol=2e-2, rtol=1e-2)
+    args = dict(out=out, routed=routed, pair_of=pair_of, shared=shared, gate=gate)
+
+    def call(**changes):
+        a = {**args, **changes}
+        torch.ops.qwen3next.moe_combine(a["out"], a["routed"], a["pair_of"], a["shared"], a["gate"])
+
+    with pytest.raises(RuntimeError, match="int64"):
+        call(pair_of=pair_of.int())
+    with pytest.raises(RuntimeError, match="bfloat16"):
+        call(shared=shared.float())
+    with pytest.raises(RuntimeError, match="gate"):
+        call(gate=torch.cat([gate, gate]))
+    with pytest.raises(RuntimeError, match="top_k"):
+        call(pair_of=pair_of.repeat(1, 17)[:, :17 * top_k].contiguous())
+
+
 def _cpu_grouped_mm() -> bool:
     try:
         torch._grouped_mm(torch.ones(2, 16, dtype=torch.bfloat16), torch.ones(1, 16, 16, dtype=torch.bfloat16),

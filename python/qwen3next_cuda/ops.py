@@ -213,9 +213,14 @@ def _moe_grouped(x: torch.Tensor, w: reference.MoEWeights, top_k: int, norm_topk
     expert_out = _grouped_mm(act, w.down, offsets)
     pair_of = torch.empty_like(order)
     pair_of[order] = torch.arange(order.numel(), device=x.device)  # (token, k) -> its row in the sorted order
-    routed = expert_out[pair_of].view(tokens, top_k, hidden).sum(1, dtype=torch.float32)
     shared = F.linear(F.silu(F.linear(x, w.shared_gate)) * F.linear(x, w.shared_up), w.shared_down)
-    return (routed + torch.sigmoid(F.linear(x, w.shared_expert_gate).float()) * shared.float()).to(x.dtype)
+    gate = F.linear(x, w.shared_expert_gate)
+    if HAS_KERNELS and x.is_cuda:
+        out = torch.empty_like(x)
+        torch.ops.qwen3next.moe_combine(out, expert_out, pair_of.view(tokens, top_k), shared, gate)
+        return out
+    routed = expert_out[pair_of].view(tokens, top_k, hidden).sum(1, dtype=torch.float32)
+    return (routed + torch.sigmoid(gate.float()) * shared.float()).to(x.dtype)
 
 
 def moe(x: torch.Tensor, weights: reference.MoEWeights, top_k: int, norm_topk_prob: bool) -> torch.Tensor:
@@ -322,6 +327,10 @@ if HAS_KERNELS:
 
     @torch.library.register_fake("qwen3next::moe_grouped_gemm")
     def _(out, a, b, offsets, portable):
+        return None
+
+    @torch.library.register_fake("qwen3next::moe_combine")
+    def _(out, routed, pair_of, shared, gate):
         return None
 
     @torch.library.register_fake("qwen3next::attention_prepass")
