@@ -1,6 +1,6 @@
 // Host entry points registered in torch_bindings.cpp (defined in the <family>/*_api.cpp files; the many-token MoE
 // ops, small or with CUTLASS types in their host code, beside their kernels in moe/moe_grouped_gemm.cu and
-// moe/moe_combine.cu).
+// moe/moe_pairs.cu).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -33,6 +33,7 @@ void moe_decode(at::Tensor& out, const at::Tensor& x, const at::Tensor& router, 
                 bool norm_topk_prob);
 void moe_grouped_gemm(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, const at::Tensor& offsets,
                       bool portable);
+void moe_swiglu(at::Tensor& act, const at::Tensor& gate_up, const at::Tensor& scale);
 void moe_combine(at::Tensor& out, const at::Tensor& routed, const at::Tensor& pair_of, const at::Tensor& shared,
                  const at::Tensor& gate);
 

@@ -65,6 +65,11 @@ TORCH_LIBRARY(qwen3next, m) {
   m.def("moe_grouped_gemm(Tensor(a!) out, Tensor a, Tensor b, Tensor offsets, bool portable) -> ()");
   m.impl("moe_grouped_gemm", c10::DeviceType::CUDA, &qwen3next::moe_grouped_gemm);
 
+  // The many-token MoE path's activation: act[p] = silu(gate_up[p, :I]) * gate_up[p, I:] * scale[p], in fp32,
+  // rounded once; gate_up[P, 2I], act[P, I] bf16, scale[P] float32 (the pairs' route weights).
+  m.def("moe_swiglu(Tensor(a!) act, Tensor gate_up, Tensor scale) -> ()");
+  m.impl("moe_swiglu", c10::DeviceType::CUDA, &qwen3next::moe_swiglu);
+
   // The many-token MoE path's combine: out[n] = sum_j routed[pair_of[n, j]] + sigmoid(gate[n]) * shared[n], in fp32,
   // rounded once; routed[P, H] (pre-scaled by the route weights), shared[N, H], gate[N] bf16, pair_of[N, k] int64.
   m.def("moe_combine(Tensor(a!) out, Tensor routed, Tensor pair_of, Tensor shared, Tensor gate) -> ()");

@@ -178,6 +178,27 @@ def test_grouped_gemm_bad_inputs(kernel):
 
 
 @cuda
+@pytest.mark.parametrize("pairs,width", [(1, 8), (4097, 512), (33, 72)])
+def test_swiglu_matches_torch(pairs, width):
+    """act = silu(gate) * up * scale, in fp32, rounded once."""
+    gen = torch.Generator().manual_seed(pairs + width)
+    gate_up = (torch.randn(pairs, 2 * width, generator=gen) * 3).to("cuda", torch.bfloat16)
+    scale = torch.rand(pairs, generator=gen).cuda()
+    act = nan_like(torch.empty(pairs, width, dtype=torch.bfloat16, device="cuda"))
+    torch.ops.qwen3next.moe_swiglu(act, gate_up, scale)
+    gate, up = gate_up.float().chunk(2, dim=-1)
+    expected = torch.nn.functional.silu(gate) * up * scale[:, None]
+    assert_close(act.float(), expected, atol=1e-2, rtol=1e-2)
+    with pytest.raises(RuntimeError, match="float32"):
+        torch.ops.qwen3next.moe_swiglu(act, gate_up, scale.bfloat16())
+    with pytest.raises(RuntimeError, match="act"):
+        torch.ops.qwen3next.moe_swiglu(torch.empty(pairs, width + 8, dtype=torch.bfloat16, device="cuda"), gate_up,
+                                       scale)
+    with pytest.raises(RuntimeError, match="multiple of 8"):
+        torch.ops.qwen3next.moe_swiglu(act, gate_up[:, :12].contiguous(), scale)
+
+
+@cuda
 @pytest.mark.parametrize("tokens,top_k,hidden", [(1, 1, 8), (300, 10, 2048), (77, 16, 136)])
 def test_combine_matches_torch(tokens, top_k, hidden):
     """out[n] = sum_j routed[pair_of[n, j]] + sigmoid(gate[n]) * shared[n], in fp32, rounded once."""

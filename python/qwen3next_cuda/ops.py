@@ -199,23 +199,31 @@ MOE_GROUPED_CHUNK = 8192  # tokens per pass of the many-token path: bounds its p
 
 def _moe_grouped(x: torch.Tensor, w: reference.MoEWeights, top_k: int, norm_topk_prob: bool) -> torch.Tensor:
     """Many tokens (prefill): the (token, expert) pairs sorted by expert on the device, the expert GEMMs grouped
-    (`_grouped_mm`), the pairs summed back per token in a fixed order (deterministic). No host sync."""
+    (`_grouped_mm`), each pair's activation scaled by its route weight (the down projection is linear, so the
+    combine is a sum), the pairs summed back per token in a fixed order (deterministic). No host sync. Our kernels
+    on a GPU (moe_swiglu, moe_combine), torch ops on the CPU."""
     tokens, hidden = x.shape
     experts = w.gate_up.shape[0]
+    kernels = HAS_KERNELS and x.is_cuda
     router_weights, ids = reference.router_topk(F.linear(x, w.router), top_k, norm_topk_prob)
     order = ids.flatten().argsort(stable=True)
     counts = torch.zeros(experts, dtype=torch.int32, device=x.device).scatter_add_(
         0, ids.flatten(), torch.ones_like(ids.flatten(), dtype=torch.int32))
     offsets = counts.cumsum(0, dtype=torch.int32)
-    gate, up = _grouped_mm(x[order // top_k], w.gate_up, offsets).chunk(2, dim=-1)
-    # The down projection is linear: each pair's route weight scales its activation, and the combine is a sum.
-    act = F.silu(gate) * up * router_weights.flatten()[order, None].to(x.dtype)
+    gate_up = _grouped_mm(x[order // top_k], w.gate_up, offsets)
+    scale = router_weights.flatten()[order]
+    if kernels:
+        act = gate_up.new_empty(gate_up.shape[0], gate_up.shape[1] // 2)
+        torch.ops.qwen3next.moe_swiglu(act, gate_up, scale)
+    else:
+        gate, up = gate_up.chunk(2, dim=-1)
+        act = F.silu(gate) * up * scale[:, None].to(x.dtype)
     expert_out = _grouped_mm(act, w.down, offsets)
     pair_of = torch.empty_like(order)
     pair_of[order] = torch.arange(order.numel(), device=x.device)  # (token, k) -> its row in the sorted order
     shared = F.linear(F.silu(F.linear(x, w.shared_gate)) * F.linear(x, w.shared_up), w.shared_down)
     gate = F.linear(x, w.shared_expert_gate)
-    if HAS_KERNELS and x.is_cuda:
+    if kernels:
         out = torch.empty_like(x)
         torch.ops.qwen3next.moe_combine(out, expert_out, pair_of.view(tokens, top_k), shared, gate)
         return out
@@ -327,6 +335,10 @@ if HAS_KERNELS:
 
     @torch.library.register_fake("qwen3next::moe_grouped_gemm")
     def _(out, a, b, offsets, portable):
+        return None
+
+    @torch.library.register_fake("qwen3next::moe_swiglu")
+    def _(act, gate_up, scale):
         return None
 
     @torch.library.register_fake("qwen3next::moe_combine")

@@ -1,9 +1,10 @@
-// The many-token MoE path's combine: for each token n,
-//   out[n] = sum over j of routed[pair_of[n][j]]  +  sigmoid(gate[n]) * shared[n],
-// the routed rows already scaled by their route weights (before the down GEMM), summed in j order in fp32 with the
-// shared expert's gated row, rounded to bf16 once: one pass over each token's k + 1 rows instead of a gather, a sum
-// and the gate's arithmetic in separate passes. (The few-token kernels combine their fp32 expert outputs in
-// moe_decode_kernel.cuh.)
+// The many-token MoE path's passes over its (token, expert) pairs, between and after the grouped GEMMs:
+//   swiglu    act[p] = silu(gate[p]) * up[p] * scale[p]: the gate_up GEMM's output [pairs, 2I] (gate columns
+//             first) to the down GEMM's input [pairs, I], scaled by the pair's route weight (down is linear, so the
+//             combine is then a plain sum), fp32 math rounded to bf16 once;
+//   combine   out[n] = sum over j of routed[pair_of[n][j]] + sigmoid(gate[n]) * shared[n]: each token's k routed rows
+//             and its gated shared-expert row in one pass, summed in j order in fp32, rounded to bf16 once.
+// (The few-token kernels combine their fp32 expert outputs in moe_decode_kernel.cuh.)
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -28,6 +29,21 @@ __device__ __forceinline__ void add_scaled(float (&acc)[8], const uint4& v, floa
     acc[2 * i] += scale * to_float(element_of<bf16>(w[i], 0));
     acc[2 * i + 1] += scale * to_float(element_of<bf16>(w[i], 1));
   }
+}
+
+// A thread per 8 columns of a pair.
+__global__ void __launch_bounds__(kThreads) moe_swiglu_kernel(bf16* act, const bf16* gate_up, const float* scale,
+                                                             int64_t pairs, int width) {
+  const int64_t i = (int64_t(blockIdx.x) * kThreads + threadIdx.x) * 8, pair = i / width;
+  if (pair >= pairs) return;
+  const int c = static_cast<int>(i % width);
+  float gate[8], up[8], out[8];
+  load_float<bf16, 8>(gate, gate_up + pair * 2 * width + c);
+  load_float<bf16, 8>(up, gate_up + pair * 2 * width + width + c);
+  const float s = scale[pair];
+#pragma unroll
+  for (int e = 0; e < 8; ++e) out[e] = silu(gate[e]) * up[e] * s;
+  store_float<bf16, 8>(act + pair * width + c, out);
 }
 
 // A CTA per token; a thread owns 8 columns (16 bytes) per pass and issues the loads of all the token's rows before
@@ -59,6 +75,34 @@ __global__ void __launch_bounds__(kThreads) moe_combine_kernel(bf16* out, const 
 }
 
 }  // namespace
+
+void moe_swiglu(at::Tensor& act, const at::Tensor& gate_up, const at::Tensor& scale) {
+  QN_CHECK_CUDA(gate_up);
+  for (const at::Tensor* t : std::initializer_list<const at::Tensor*>{&act, &gate_up, &scale}) {
+    TORCH_CHECK(t->device() == gate_up.device(), "moe_swiglu: all tensors must be on ", gate_up.device(),
+                ", got one on ", t->device());
+    TORCH_CHECK(t->is_contiguous(), "moe_swiglu: every tensor must be contiguous");
+  }
+  TORCH_CHECK(act.scalar_type() == at::kBFloat16 && gate_up.scalar_type() == at::kBFloat16,
+              "moe_swiglu: act and gate_up must be bfloat16, got ", act.scalar_type(), " and ", gate_up.scalar_type());
+  TORCH_CHECK(scale.scalar_type() == at::kFloat, "moe_swiglu: scale must be float32, got ", scale.scalar_type());
+  TORCH_CHECK(gate_up.dim() == 2 && gate_up.size(1) % 16 == 0, "moe_swiglu: gate_up must be [pairs, 2 x width] with "
+              "the width a multiple of 8, got ", gate_up.sizes());
+  const int64_t pairs = gate_up.size(0), width = gate_up.size(1) / 2;
+  QN_CHECK_SHAPE(act, pairs, width);
+  QN_CHECK_SHAPE(scale, pairs);
+  TORCH_CHECK(reinterpret_cast<uintptr_t>(act.data_ptr()) % 16 == 0 &&
+              reinterpret_cast<uintptr_t>(gate_up.data_ptr()) % 16 == 0,
+              "moe_swiglu: act and gate_up must start on a 16-byte boundary");
+  if (pairs == 0) return;
+  const c10::cuda::OptionalCUDAGuard guard(gate_up.device());
+  const int64_t threads = pairs * width / 8;
+  moe_swiglu_kernel<<<static_cast<unsigned>((threads + kThreads - 1) / kThreads), kThreads, 0,
+                      c10::cuda::getCurrentCUDAStream()>>>(static_cast<bf16*>(act.data_ptr()),
+                                                           static_cast<const bf16*>(gate_up.data_ptr()),
+                                                           scale.data_ptr<float>(), pairs, static_cast<int>(width));
+  QN_CHECK_LAUNCH();
+}
 
 void moe_combine(at::Tensor& out, const at::Tensor& routed, const at::Tensor& pair_of, const at::Tensor& shared,
                  const at::Tensor& gate) {
