@@ -8,12 +8,15 @@ through transformers (decode from the cache its own prefill of the context left;
 
 floor_us: decode, the bytes a step reads (Qwen3NextCUDA.decode_step_bytes: the weights, the experts the batch
 selects under uniform routing, states, keys and values) at the copy ceiling; prefill, the FLOPs of the projections
-and experts (2 x active parameters per token), causal attention and the chunked delta rule at the matmul ceiling.
+and experts (2 x active parameters per token, lm_head for the last token), causal attention and the chunked delta
+rule at the matmul ceiling. transformers is asked for the last token's logits only (logits_to_keep=1), as ours
+returns.
 The 48-layer extrapolation is in the notes (12 x the 4-layer layers, 1 x embeddings and lm_head).
 """
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 
@@ -100,27 +103,27 @@ def our_decode(model: Qwen3NextCUDA, batch: int, context: int, cuda_graph: bool)
 def hf_decode(hf_model, batch: int, context: int) -> float:
     ids = torch.randint(0, hf_model.config.vocab_size, (batch, context), device="cuda")
     with torch.no_grad():
-        cache = hf_model(ids, use_cache=True).past_key_values
+        cache = hf_model(ids, use_cache=True, logits_to_keep=1).past_key_values
         token = ids[:, -1:]
-        times = []
-        for _ in range(STEPS // 4):
-            times.append(wall_us(lambda: hf_model(token, past_key_values=cache, use_cache=True), 1))
+        step = functools.partial(hf_model, token, past_key_values=cache, use_cache=True)
+        step()  # warm-up: the first decode step's lazy initialisation and kernel compilation
+        times = [wall_us(step, 1) for _ in range(STEPS // 4)]
     return statistics.median(times)
 
 
 def prefill_flops(config: Qwen3NextConfig, model: Qwen3NextCUDA, tokens: int) -> float:
-    """2 x active parameters per token (the top-k experts of the stacks, no embeddings), causal attention
-    (QK^T and PV over half the pairs), the chunked delta rule (5.8 MFLOP per token and layer at the published
-    heads, see benchmarks/NOTES.md)."""
+    """2 x active parameters per token (the top-k experts of the stacks; no embeddings; lm_head for the last token
+    only, the one whose logits a prefill returns), causal attention (QK^T and PV over half the pairs), the chunked
+    delta rule (5.8 MFLOP per token and layer at the published heads, see benchmarks/NOTES.md)."""
     active = 0
     for name, weight in model._model.weights.items():
-        if name == "model.embed_tokens.weight":
+        if name in ("model.embed_tokens.weight", "lm_head.weight"):
             continue
         share = config.num_experts_per_tok / config.num_experts if ".mlp.experts." in name else 1
         active += weight.numel() * share
     attention = 2 * 2 * tokens * tokens / 2 * config.num_attention_heads * config.head_dim
     delta_rule = 5.8e6 * tokens
-    return (2 * active * tokens + attention * len(config.full_attention_layers)
+    return (2 * active * tokens + 2 * model._model.lm_head.numel() + attention * len(config.full_attention_layers)
             + delta_rule * len(config.linear_attention_layers))
 
 
@@ -156,6 +159,7 @@ def run(record) -> None:
         record("e2e_prefill", "ours", params, wall_us(ours, 3), flops=flops)
         if hf_model is not None:
             ids = torch.tensor([prompt], device="cuda")
-            with torch.no_grad():
-                hf_model(ids)
-                record("e2e_prefill", "hf_fla", params, wall_us(lambda: hf_model(ids), 3), flops=flops)
+            with torch.no_grad():  # the last token's logits only, as ours returns
+                hf_prefill = functools.partial(hf_model, ids, logits_to_keep=1)
+                hf_prefill()
+                record("e2e_prefill", "hf_fla", params, wall_us(hf_prefill, 3), flops=flops)
