@@ -1,9 +1,11 @@
 """moe_decode, moe_prefill: the sparse MoE block (router, top-10 of 512 experts, SwiGLU experts, gated shared
 expert) at the published model's sizes, one layer's weights; moe_decode for a few tokens, moe_prefill for many.
 
-ours: ops.moe (router logits by cuBLAS, then the routing, grouping, expert and combine kernels). torch_grouped_mm:
-the same block in torch with the expert GEMMs by torch._grouped_mm over tokens sorted by expert (the path
-transformers' grouped_mm experts take), graph-capturable. All graph-replayed over input sets whose routings
+ours: ops.moe. For moe_decode its few-token path (our router GEMM, routing, grouping, expert and combine kernels);
+for moe_prefill its many-token path (pairs sorted by expert with torch ops, our grouped GEMMs, swiglu and combine
+kernels). torch_grouped_mm: the same
+block in torch with the expert GEMMs by torch._grouped_mm over tokens sorted by expert (the path transformers'
+grouped_mm experts take, combined by index_add), graph-capturable. All graph-replayed over input sets whose routings
 differ, so the selected experts are not in L2.
 
 Bytes (moe_decode): the distinct experts the sets actually select (mean over the sets) x 3 x H x I x 2, the shared
@@ -74,6 +76,9 @@ def run(record) -> None:
                    time_graph(lambda x: torch_grouped_mm_moe(x, weights), sets), nbytes=nbytes)
 
     for tokens in PREFILL_TOKENS:
+        probe = torch.empty(tokens, HIDDEN, dtype=torch.bfloat16, device="cuda")
+        if not ops._moe_grouped_fits(probe, weights):  # else ops.moe would run the reference's loop over experts
+            break
         sets = [torch.empty(tokens, HIDDEN, dtype=torch.bfloat16, device="cuda").normal_(generator=gen)
                 for _ in range(2)]
         flops = 2 * tokens * TOP_K * 3 * HIDDEN * WIDTH

@@ -55,7 +55,7 @@ if [ "${FULL_BUILD:-0}" = 1 ]; then
   echo "full build exit $?"; tail -4 "$OUT/full_build.log"
 fi
 if [ "${SANITIZE:-0}" = 1 ]; then
-  SANITIZE_TESTS=${SANITIZE_TESTS:-tests/test_norm.py tests/test_gdn_decode.py tests/test_conv1d.py tests/test_gdn_prefill.py}
+  SANITIZE_TESTS=${SANITIZE_TESTS:-tests/test_norm.py tests/test_gdn_decode.py tests/test_conv1d.py tests/test_gdn_prefill.py tests/test_moe.py tests/test_attention.py}
   for tool in memcheck racecheck; do
     step "compute-sanitizer $tool"
     timeout "${SANITIZE_TIMEOUT:-1800}" compute-sanitizer --tool $tool --error-exitcode 1 \

@@ -96,7 +96,8 @@ TORCH_LIBRARY(qwen3next, m) {
   // q[N, Hq, 256]; its keys and values are positions 0 .. context_lens[b]-1 of key/value_cache[slots[b]]
   // ([S, max_len, Hkv, 256], the new tokens' included); token t sits at context_lens[b] - T + t (causal).
   // out[N, Hq*256] = softmax(scale q k^T) v * sigmoid(gate[N, Hq, 256] (strided)); slots outside [0, S) skip.
-  // max_context (>= every context length; the cache's max_len will do) sizes the split over the context.
+  // max_context (a hint: the longest context the batch may have; the cache's max_len will do) sizes the split over
+  // the context; any value is correct, each split's range comes from its sequence's own length.
   m.def("attention_decode(Tensor(a!) out, Tensor q, Tensor gate, Tensor key_cache, Tensor value_cache, "
         "Tensor slots, Tensor context_lens, float scale, int max_context) -> ()");
   m.impl("attention_decode", c10::DeviceType::CUDA, &qwen3next::attention_decode);

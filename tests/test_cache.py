@@ -11,8 +11,7 @@ from qwen3next_cuda.cache import HybridCache
 from qwen3next_cuda.reference import Qwen3NextReference
 from qwen3next_cuda.tools.make_checkpoint import preset_config
 from qwen3next_cuda.weights import load_weights
-from test_model import prompts
-from utils import assert_close
+from utils import assert_close, prompts
 
 CONFIG = preset_config("tiny")
 

@@ -9,7 +9,7 @@ import torch
 
 from qwen3next_cuda import Qwen3NextCUDA, graphs
 from qwen3next_cuda.tools.make_checkpoint import preset_config, random_weights
-from utils import calc_diff
+from utils import calc_diff, prompts
 
 cuda = pytest.mark.cuda
 
@@ -17,11 +17,6 @@ cuda = pytest.mark.cuda
 @pytest.fixture(scope="module")
 def gpu(narrow) -> Qwen3NextCUDA:
     return Qwen3NextCUDA.from_pretrained(narrow, progress=False)
-
-
-def prompts(lengths, seed):
-    gen = torch.Generator().manual_seed(seed)
-    return [torch.randint(0, 150000, (n,), generator=gen).tolist() for n in lengths]
 
 
 @cuda
@@ -44,8 +39,8 @@ def test_teacher_forced_bf16_gpu_tracks_fp32_cpu():
     weights = random_weights(config, seed=3)
     gpu = Qwen3NextCUDA(config, {name: w.to("cuda") for name, w in weights.items()})
     cpu = Qwen3NextCUDA(config, {name: w.float() for name, w in weights.items()})
-    (prompt,) = prompts([20], seed=1)
-    forced = prompts([64], seed=2)[0]
+    (prompt,) = prompts([20], seed=1, vocab=150000)
+    forced = prompts([64], seed=2, vocab=150000)[0]
     results = []
     for model in (gpu, cpu):
         cache = model.new_cache(1, 100)
@@ -65,7 +60,7 @@ def test_teacher_forced_bf16_gpu_tracks_fp32_cpu():
 @cuda
 def test_graph_replay_matches_eager_decode(gpu):
     caches, slots = [], []
-    batch = prompts([7, 30, 3], seed=4)
+    batch = prompts([7, 30, 3], seed=4, vocab=150000)
     for _ in range(2):
         cache = gpu.new_cache(3, 64)
         cache_slots = [cache.allocate(64) for _ in batch]
@@ -88,7 +83,7 @@ def test_graph_replay_matches_eager_decode(gpu):
 
 @cuda
 def test_generate_with_graphs_matches_eager(gpu):
-    batch = prompts([5, 17], seed=5)
+    batch = prompts([5, 17], seed=5, vocab=150000)
     with_graphs = gpu.generate(batch, 12, do_sample=False, eos_token_id=[], cuda_graphs=True)
     eager = gpu.generate(batch, 12, do_sample=False, eos_token_id=[], cuda_graphs=False)
     assert torch.equal(with_graphs, eager)
@@ -97,7 +92,7 @@ def test_generate_with_graphs_matches_eager(gpu):
 @cuda
 def test_sampling_inside_the_graphs_matches_eager(gpu):
     """Seeded sampling: the graphs draw from the registered generator as the eager steps do."""
-    batch = prompts([6, 9], seed=8)
+    batch = prompts([6, 9], seed=8, vocab=150000)
     options = dict(do_sample=True, temperature=0.8, top_p=0.9, top_k=50, eos_token_id=[], seed=123)
     assert torch.equal(gpu.generate(batch, 10, cuda_graphs=True, **options),
                        gpu.generate(batch, 10, cuda_graphs=False, **options))
@@ -107,7 +102,7 @@ def test_sampling_inside_the_graphs_matches_eager(gpu):
 def test_batches_beyond_the_largest_bucket_run_eagerly(gpu):
     cache = gpu.new_cache(3, 32)
     slots = [cache.allocate(32) for _ in range(3)]
-    gpu.prefill(prompts([4, 4, 4], seed=7), slots, cache)
+    gpu.prefill(prompts([4, 4, 4], seed=7, vocab=150000), slots, cache)
     decode_graphs = graphs.DecodeGraphs(gpu, cache, buckets=(1, 2))
     logits = decode_graphs.decode(torch.tensor([1, 2, 3], device="cuda"), slots)
     assert logits.shape == (3, gpu.config.vocab_size) and cache.lengths[slots[0]] == 5

@@ -13,15 +13,10 @@ from qwen3next_cuda.config import Qwen3NextConfig
 from qwen3next_cuda.reference import Qwen3NextReference
 from qwen3next_cuda.tools.make_checkpoint import make_checkpoint
 from qwen3next_cuda.weights import load_weights
-from utils import assert_close, calc_diff
+from utils import assert_close, calc_diff, prompts
 
 cuda = pytest.mark.cuda
 PAD = 151643  # generation_config.json pad_token_id of the tiny checkpoint
-
-
-def prompts(lengths, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    return [torch.randint(0, 151643, (n,), generator=gen).tolist() for n in lengths]
 
 
 def test_from_pretrained(tiny, model):

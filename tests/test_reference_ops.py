@@ -307,3 +307,20 @@ def test_varlen_attention_over_cache_slots_matches_dense(gen):
         assert_close(out[rows], expected, atol=1e-6, rtol=1e-6, name=f"sequence {s}")
     untouched = [slot for slot in range(4) if slot not in slots]
     assert torch.equal(key_cache[untouched], history_k[untouched])
+
+
+def test_varlen_attention_skips_padding_slots(gen):
+    """A sequence with slot -1 (a padded batch row) writes nothing into the cache and attends to nothing."""
+    key_cache, value_cache = randn(gen, 2, 3, 8, 2, 32)
+    history_k, history_v = key_cache.clone(), value_cache.clone()
+    q = randn(gen, 3, 6, 32)
+    k, v = randn(gen, 2, 3, 2, 32)
+    slots = torch.tensor([-1, 1], dtype=torch.int32)
+    cu_seqlens = torch.tensor([0, 2, 3], dtype=torch.int32)
+    context_lens = torch.tensor([2, 4], dtype=torch.int32)
+    ref.append_kv(key_cache, value_cache, k, v, slots, cu_seqlens, context_lens)
+    out = ref.attention_varlen(q, key_cache, value_cache, slots, cu_seqlens, context_lens)
+    for slot in (0, 2):  # the padding row's -1 would have been the last slot
+        assert torch.equal(key_cache[slot], history_k[slot]) and torch.equal(value_cache[slot], history_v[slot])
+    assert torch.equal(out[:2], torch.zeros_like(out[:2]))
+    assert torch.equal(key_cache[1, 3], k[2])

@@ -83,7 +83,9 @@ def test_penalties_match_transformers_and_openai():
     torch.testing.assert_close(apply_penalties(logits, seen, generated, params), expected)
     params = SamplingParams(presence_penalty=0.5)
     torch.testing.assert_close(apply_penalties(logits, seen, generated, params), logits - 0.5 * generated.float())
-    assert torch.equal(apply_penalties(logits, seen, generated, SamplingParams()), logits)
+    before = logits.clone()
+    assert torch.equal(apply_penalties(logits, seen, generated, SamplingParams()), before)
+    assert torch.equal(logits, before)  # the input is not modified in place
 
 
 @pytest.mark.parametrize("kwargs,match", [

@@ -1,4 +1,4 @@
-"""Comparison helpers shared by the tests."""
+"""Comparison helpers and inputs shared by the tests."""
 
 from __future__ import annotations
 
@@ -52,3 +52,9 @@ def assert_close(out: torch.Tensor, ref: torch.Tensor, *, atol: float = 0.0, rto
 def nan_like(t: torch.Tensor) -> torch.Tensor:
     """An output buffer poisoned with NaN, so unwritten elements fail the comparison."""
     return torch.full_like(t, float("nan"))
+
+
+def prompts(lengths, seed=0, vocab=151643):
+    """Random token-id lists of the given lengths (ids below ``vocab``: by default the ordinary tokens)."""
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, vocab, (n,), generator=gen).tolist() for n in lengths]

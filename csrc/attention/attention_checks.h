@@ -36,6 +36,7 @@ inline AttentionLayout check_attention_args(const char* op, const at::Tensor& ou
   TORCH_CHECK(value_cache.sizes() == key_cache.sizes(), op, ": value_cache must match key_cache's shape ",
               key_cache.sizes(), ", got ", value_cache.sizes());
   AttentionLayout l{key_cache.size(0), key_cache.size(1), key_cache.size(2), 0, 0, 0};
+  TORCH_CHECK(l.kv_heads > 0, op, ": key_cache must have at least one KV head, got ", key_cache.sizes());
   TORCH_CHECK(q.dim() == 3 && q.size(2) == kHeadDim && q.size(1) % l.kv_heads == 0 && q.size(1) > 0, op,
               ": q must be [tokens, query_heads (a multiple of ", l.kv_heads, "), ", kHeadDim, "], got ", q.sizes());
   l.tokens = q.size(0);
@@ -48,11 +49,15 @@ inline AttentionLayout check_attention_args(const char* op, const at::Tensor& ou
               ": out must be [", l.tokens, ", ", l.query_heads * kHeadDim, "], got ", out.sizes());
   TORCH_CHECK(gate.sizes() == q.sizes() && gate.stride(2) == 1, op, ": gate must have q's shape ", q.sizes(),
               " with contiguous rows of a head, got ", gate.sizes());
+  // The kernels move the gate two elements (4 bytes) at a time.
+  TORCH_CHECK(reinterpret_cast<uintptr_t>(gate.data_ptr()) % 4 == 0 && gate.stride(0) % 2 == 0 &&
+                  gate.stride(1) % 2 == 0,
+              op, ": gate must start on a 4-byte boundary with even row and head strides");
   for (const at::Tensor* t : {&q, &out, &key_cache, &value_cache, &slots, &context_lens}) {
     TORCH_CHECK(t->is_contiguous(), op, ": q, out, the caches, slots and context_lens must be contiguous");
   }
-  TORCH_CHECK(vector_aligned(q) && vector_aligned(key_cache) && vector_aligned(value_cache), op,
-              ": q and the caches must start on 16-byte boundaries");
+  TORCH_CHECK(vector_aligned(q) && vector_aligned(out) && vector_aligned(key_cache) && vector_aligned(value_cache), op,
+              ": q, out and the caches must start on 16-byte boundaries");
   TORCH_CHECK(scale > 0, op, ": scale must be positive, got ", scale);
   TORCH_CHECK(l.num_slots * l.max_len * l.kv_heads < (int64_t(1) << 31), op, ": at most 2^31 cached rows");
   return l;

@@ -31,6 +31,7 @@ void attention_decode(at::Tensor& out, const at::Tensor& q, const at::Tensor& ga
   TORCH_CHECK(rows <= kMaxRows, "attention_decode: at most ", kMaxRows, " query rows per KV head (query heads per KV "
               "head x tokens per sequence), got ", rows);
   TORCH_CHECK(max_context >= 1, "attention_decode: max_context must be >= 1, got ", max_context);
+  if (l.tokens == 0) return;
 
   const c10::cuda::OptionalCUDAGuard guard(q.device());
   // Splits: one wave (a split CTA fills an SM's shared memory) over the batch and KV heads, each split with at

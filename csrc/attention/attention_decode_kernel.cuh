@@ -21,7 +21,6 @@ namespace attention_decode {
 using bf16 = __nv_bfloat16;
 
 constexpr int kDim = 256;  // head dim
-constexpr int kMaxRows = 64;  // query rows per KV head: group x tokens
 constexpr int kKeys = 64;  // keys per stage
 constexpr int kThreads = 128, kWarps = kThreads / 32;
 constexpr int kLd = kDim + 8;  // padded bf16 row: 33 16-byte units, ldmatrix without bank conflicts

@@ -4,10 +4,6 @@
 #include <cuda_bf16.h>
 
 #include <algorithm>
-#include <array>
-#include <atomic>
-
-#include <c10/util/Exception.h>
 
 #include "attention/attention_prefill.h"
 #include "attention/flash_block.cuh"
@@ -121,17 +117,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_prefill_kernel(const At
 
 void run_attention_prefill(const AttentionPrefillParams& p, cudaStream_t stream) {
   if (p.seqs == 0 || p.max_tiles == 0) return;
-  static std::array<std::atomic<bool>, 64> ready{};
-  int device = 0;
-  cudaGetDevice(&device);
-  if (!ready.at(device).load(std::memory_order_relaxed)) {
-    const cudaError_t set = cudaFuncSetAttribute(attention_prefill_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                 sizeof(Smem));
-    if (set != cudaSuccess) cudaGetLastError();  // reported here, not by the next launch check
-    TORCH_CHECK(set == cudaSuccess, "attention_prefill: the kernel needs ", sizeof(Smem) / 1024,
-                " KiB of shared memory per block, which this GPU does not allow (", cudaGetErrorString(set), ")");
-    ready.at(device).store(true, std::memory_order_relaxed);
-  }
+  allow_shared_memory<attention_prefill_kernel>(sizeof(Smem), "attention_prefill");
   const dim3 grid(std::min(p.max_tiles, 65535), p.query_heads, p.seqs);
   attention_prefill_kernel<<<grid, kThreads, sizeof(Smem), stream>>>(p);
   QN_CHECK_LAUNCH();

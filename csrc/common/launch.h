@@ -1,6 +1,31 @@
 #pragma once
 
 #include <c10/cuda/CUDAException.h>
+#include <c10/util/Exception.h>
+#include <cuda_runtime.h>
+
+#include <array>
+#include <atomic>
 
 // After every kernel launch: report launch errors at the launch site (no device sync).
 #define QN_CHECK_LAUNCH() C10_CUDA_KERNEL_LAUNCH_CHECK()
+
+namespace qwen3next {
+
+// Raises kKernel's dynamic shared-memory limit on the current device to `bytes` (past the 48 KiB default), once per
+// device and size: the largest request so far is remembered. `op` names the kernel in the error.
+template <auto kKernel>
+void allow_shared_memory(int bytes, const char* op) {
+  static std::array<std::atomic<int>, 64> allowed{};
+  int device = 0;
+  cudaGetDevice(&device);
+  std::atomic<int>& allowed_bytes = allowed.at(device);
+  if (allowed_bytes.load(std::memory_order_relaxed) >= bytes) return;
+  const cudaError_t set = cudaFuncSetAttribute(kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  if (set != cudaSuccess) cudaGetLastError();  // reported here, not by the next launch check
+  TORCH_CHECK(set == cudaSuccess, op, ": the kernel needs ", bytes / 1024, " KiB of shared memory per block, which "
+              "this GPU does not allow (", cudaGetErrorString(set), ")");
+  allowed_bytes.store(bytes, std::memory_order_relaxed);
+}
+
+}  // namespace qwen3next

@@ -133,6 +133,10 @@ __global__ void __launch_bounds__(kThreads) conv_state_update_kernel(const Causa
 template <typename T>
 void run_causal_conv1d_varlen(const CausalConv1dParams& p, cudaStream_t stream) {
   const int channel_blocks = (p.channels / kVec + kThreads - 1) / kThreads;
+  constexpr int kMaxGridY = 65535;  // token blocks and sequences go on grid.y
+  TORCH_CHECK(p.tokens <= int64_t(kMaxGridY) * kTokens, "causal_conv1d_varlen: at most ", kMaxGridY * kTokens,
+              " tokens per call, got ", p.tokens);
+  TORCH_CHECK(p.seqs <= kMaxGridY, "causal_conv1d_varlen: at most ", kMaxGridY, " sequences per call, got ", p.seqs);
   if (p.tokens > 0) {
     causal_conv1d_varlen_kernel<T><<<dim3(channel_blocks, (p.tokens + kTokens - 1) / kTokens), kThreads, 0, stream>>>(p);
     QN_CHECK_LAUNCH();

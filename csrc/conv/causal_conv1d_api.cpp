@@ -59,7 +59,7 @@ void causal_conv1d_varlen(at::Tensor& out, at::Tensor& conv_state, const at::Ten
   }
   TORCH_CHECK(vector_aligned(weight) && vector_aligned(conv_state),
               "causal_conv1d_varlen: weight and conv_state must start on 16-byte boundaries");
-  TORCH_CHECK(tokens < (int64_t(1) << 31), "causal_conv1d_varlen: at most 2^31 - 1 tokens");
+  TORCH_CHECK(tokens < (int64_t(1) << 31), "causal_conv1d_varlen: too many tokens (", tokens, ")");  // int params
   if (seqs == 0) return;
 
   CausalConv1dParams p{};

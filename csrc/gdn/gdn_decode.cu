@@ -19,12 +19,7 @@ int resident_clusters(const cudaLaunchConfig_t& config) {
   cudaGetDevice(&device);
   std::atomic<int>& cached = per_device.at(device);
   if (cached.load(std::memory_order_relaxed) == 0) {
-    const cudaError_t fits = cudaFuncSetAttribute(gdn_decode_kernel<Traits>,
-                                                  cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kStateBytes);
-    if (fits != cudaSuccess) cudaGetLastError();  // reported below, not by the next launch check
-    TORCH_CHECK(fits == cudaSuccess, "gdn_decode: the kernel needs ", Traits::kStateBytes / 1024,
-                " KiB of shared memory per block for its state buffers, which this GPU does not allow (",
-                cudaGetErrorString(fits), ")");
+    allow_shared_memory<gdn_decode_kernel<Traits>>(Traits::kStateBytes, "gdn_decode");
     int clusters = 0;
     cudaOccupancyMaxActiveClusters(&clusters, gdn_decode_kernel<Traits>, &config);
     cached.store(std::max(clusters, 1), std::memory_order_relaxed);

@@ -12,10 +12,11 @@ namespace qwen3next {
 
 namespace {
 // The kernels' limits: the route kernel keeps one expert per thread and a warp's lanes for the top-k; the
-// GEMMs move 32-wide k-blocks of 16 rows, the router's in 4 K splits; the route kernel's shared memory bounds
-// the tokens.
+// GEMMs move 32-wide k-blocks of 16 rows, the router's in 4 K splits; the route kernel's shared memory,
+// 4 x (2 E + 2 N top_k) bytes, bounds the tokens: 36 KiB at the largest E and top_k, under the 48 KiB a launch
+// gets without opting in.
 constexpr int64_t kMaxExperts = 512, kMaxTopK = 16, kBlockK = 32, kTileRows = 16, kRouterSplits = 4,
-                  kMaxTokens = 1024;
+                  kMaxTokens = 256;
 }  // namespace
 
 void moe_decode(at::Tensor& out, const at::Tensor& x, const at::Tensor& router, const at::Tensor& gate_up,
@@ -31,8 +32,7 @@ void moe_decode(at::Tensor& out, const at::Tensor& x, const at::Tensor& router, 
     TORCH_CHECK(t->scalar_type() == at::kBFloat16, "moe_decode: every tensor must be bfloat16, got ",
                 t->scalar_type());
     TORCH_CHECK(t->is_contiguous(), "moe_decode: every tensor must be contiguous");
-    TORCH_CHECK(reinterpret_cast<uintptr_t>(t->data_ptr()) % 16 == 0,
-                "moe_decode: every tensor must start on a 16-byte boundary");
+    TORCH_CHECK(vector_aligned(*t), "moe_decode: every tensor must start on a 16-byte boundary");
   }
   TORCH_CHECK(x.dim() == 2, "moe_decode: x must be [tokens, hidden], got ", x.sizes());
   const int64_t tokens = x.size(0), hidden = x.size(1);

@@ -23,7 +23,6 @@ import torch
 
 from . import graphs
 from .model import Qwen3NextCUDA
-from .sampling import GenerationConfig
 from .tokenizer import Qwen3Tokenizer
 
 DEFAULT_PROMPT = "Give me a short introduction to large language models."
@@ -55,8 +54,7 @@ def full_width_model(device: torch.device) -> Qwen3NextCUDA:
 
     config = preset_config("slice", layers=4, mtp=False)
     tokenizer = Qwen3Tokenizer.from_pretrained(embedded_checkpoint())
-    return Qwen3NextCUDA(config, random_weights(config, device=device), tokenizer,
-                         GenerationConfig(eos_token_ids=tuple(config.eos_token_ids)))
+    return Qwen3NextCUDA(config, random_weights(config, device=device), tokenizer)  # default: the config's eos
 
 
 def copy_bandwidth(device: torch.device, nbytes: int = 2**30) -> float:

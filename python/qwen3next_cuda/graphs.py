@@ -12,18 +12,22 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from . import ops
 from .cache import HybridCache
 
-BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+# Powers of two up to the few-token MoE kernels' limit (256): a larger batch would leave them for the grouped path.
+BUCKETS = tuple(1 << i for i in range(ops.MOE_DECODE_MAX_TOKENS.bit_length()))
 
 
 def capturable(model) -> bool:
-    """Whether every op of the model's decode step has a graph-safe kernel at its shapes and dtype: bf16 on a GPU,
-    128-wide DeltaNet heads, 256-wide attention heads with at most 64 query heads per KV head, and the few-token
-    MoE kernels' limits (a multiple of 16 experts up to 512, top-k <= 16, hidden size a multiple of 128, widths of
-    32)."""
+    """Whether every op of the model's decode step has a graph-safe kernel at its shapes and dtype: the built
+    extension, bf16 on an sm90+ GPU (the DeltaNet decode kernel's clusters), 128-wide DeltaNet heads, 256-wide
+    attention heads with at most 64 query heads per KV head, and the few-token MoE kernels' limits (a multiple of 16
+    experts up to 512, top-k <= 16, hidden size a multiple of 128, widths of 32). Elsewhere the step runs reference
+    ops, which sync with the host."""
     config = model.config
-    return (model.device.type == "cuda" and model.dtype == torch.bfloat16 and config.head_dim == 256
+    return (ops.HAS_KERNELS and model.device.type == "cuda" and model.dtype == torch.bfloat16
+            and torch.cuda.get_device_capability(model.device)[0] >= 9 and config.head_dim == 256
             and config.linear_key_head_dim == 128 and config.linear_value_head_dim == 128
             and config.num_attention_heads // config.num_key_value_heads <= 64
             and config.num_experts <= 512 and config.num_experts % 16 == 0 and config.num_experts_per_tok <= 16
@@ -50,7 +54,7 @@ class DecodeGraphs:
         largest, device = self.buckets[-1], model.device
         self._tokens = torch.zeros(largest, dtype=torch.long, device=device)
         self._slots = torch.full((largest,), -1, dtype=torch.int32, device=device)
-        self._positions = torch.zeros(largest, dtype=torch.long, device=device)
+        self._positions = torch.zeros(largest, dtype=torch.int32, device=device)  # the staging dtype: a plain copy
         self._context_lens = torch.ones(largest, dtype=torch.int32, device=device)
         self._cu_seqlens = torch.arange(largest + 1, dtype=torch.int32, device=device)
         self._staging = torch.zeros(3, largest, dtype=torch.int32).pin_memory()  # slots, positions, context lengths

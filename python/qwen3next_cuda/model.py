@@ -97,6 +97,8 @@ class Qwen3NextCUDA:
         selected = experts * (1 - (1 - self.config.num_experts_per_tok / experts) ** tokens)
         total = 0
         for name, weight in self._model.weights.items():
+            if name.startswith("mtp."):  # the multi-token-prediction layer: not read by a decode step
+                continue
             if name == "model.embed_tokens.weight":
                 total += tokens * weight[0].nbytes
             elif ".mlp.experts." in name:
@@ -321,19 +323,20 @@ class Qwen3NextCUDA:
             return sample(logits, params, generator)
 
         # the next tokens from the last ones: a replay that samples too, a replay then eager penalties and sampling
-        # (their masks change shape as sequences finish), or eager throughout
+        # (their masks change shape as sequences finish), or eager throughout; the graphs are captured at the first
+        # decode step, so the first tokens come out after the prefill alone
         if cuda_graphs is None:
             cuda_graphs = graphs.capturable(self) and max_new_tokens > 1
-        if cuda_graphs and not params.penalized:
-            step = graphs.DecodeGraphs(self, cache, sampler=functools.partial(sample, params=params,
-                                                                              generator=generator),
-                                       generator=generator).decode_sample
-        else:
+
+        def make_step():
+            if cuda_graphs and not params.penalized:
+                return graphs.DecodeGraphs(self, cache, sampler=functools.partial(sample, params=params,
+                                                                                  generator=generator),
+                                           generator=generator).decode_sample
             decode = graphs.DecodeGraphs(self, cache).decode if cuda_graphs else functools.partial(self.decode,
                                                                                                   cache=cache)
-
-            def step(tokens, step_slots):
-                return choose(decode(tokens, step_slots))
+            return lambda tokens, step_slots: choose(decode(tokens, step_slots))
+        step = None
         running = list(range(len(prompts)))
         if params.penalized:  # which tokens each running row has seen (prompt and output) and generated
             vocab = logits.shape[-1]
@@ -362,6 +365,7 @@ class Qwen3NextCUDA:
                 if params.penalized:
                     seen, generated = seen[keep], generated[keep]
             running = still_running
+            step = step or make_step()
             tokens = step(tokens, [slots[index] for index in running])
 
     def _prompts(self, inputs, enable_thinking: bool | None) -> list[Prompt]:

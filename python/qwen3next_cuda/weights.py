@@ -34,6 +34,11 @@ from .config import FULL_ATTENTION, Qwen3NextConfig
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 FP32_TENSORS = ("A_log", "dt_bias")  # last name component of the tensors kept in fp32
+
+
+def storage_dtype(name: str, dtype: torch.dtype) -> torch.dtype:
+    """The dtype the model keeps tensor ``name`` in when loaded in ``dtype``: fp32 for ``A_log``/``dt_bias``."""
+    return torch.float32 if name.rsplit(".", 1)[-1] in FP32_TENSORS else dtype
 EXPERT_PROJS = ("gate_proj", "up_proj", "down_proj")
 
 Shape = tuple[int, ...]
@@ -78,9 +83,7 @@ def from_transformers(state_dict: dict[str, torch.Tensor], config: Qwen3NextConf
             tensor = reorder_in_proj_qkvz(tensor, config)
         elif name.endswith("in_proj_ba.weight"):
             tensor = reorder_in_proj_ba(tensor, config)
-        elif name.rsplit(".", 1)[-1] in FP32_TENSORS:
-            tensor = tensor.float()
-        weights[name] = tensor
+        weights[name] = tensor.to(storage_dtype(name, tensor.dtype))
     if config.tie_word_embeddings:
         weights.pop("lm_head.weight", None)
     return weights
@@ -293,10 +296,6 @@ class _Layout:
             return None
         return _Placement(target, expert_shapes(self.config)[proj], int(match["expert"]), proj)
 
-    def target_dtype(self, target: str, dtype: torch.dtype) -> torch.dtype:
-        """fp32 for ``A_log``/``dt_bias``, ``dtype`` for everything else."""
-        return torch.float32 if target.rsplit(".", 1)[-1] in FP32_TENSORS else dtype
-
 
 def _check_entry(entry: _Entry, layout: _Layout) -> _Placement:
     """The entry's placement; ValueError naming file and tensor if its dtype, name or shape is wrong."""
@@ -389,7 +388,7 @@ def _place(out: dict[str, torch.Tensor], tensor: torch.Tensor, placement: _Place
         rows = {"gate_proj": slice(0, inter), "up_proj": slice(inter, 2 * inter)}.get(placement.proj, slice(None))
         out[target][placement.expert, rows].copy_(tensor)
         return
-    tensor = tensor.to(device=device, dtype=layout.target_dtype(target, dtype))
+    tensor = tensor.to(device=device, dtype=storage_dtype(target, dtype))
     if target.endswith("linear_attn.in_proj_qkvz.weight"):
         tensor = reorder_in_proj_qkvz(tensor, config)
     elif target.endswith("linear_attn.in_proj_ba.weight"):

@@ -33,10 +33,13 @@ def append_kv(key_cache: torch.Tensor, value_cache: torch.Tensor, k: torch.Tenso
 
     k, v: [N, Hkv, D], sequence s being rows ``cu_seqlens[s]:cu_seqlens[s + 1]`` (T_s tokens); key_cache,
     value_cache: [slots, max_len, Hkv, D], modified; slots: [S]; context_lens: [S], each sequence's length with
-    the new tokens, which go to positions ``context_lens[s] - T_s ..``.
+    the new tokens, which go to positions ``context_lens[s] - T_s ..``. A slot outside the cache (padding, -1) is
+    skipped, as the kernels do.
     """
     bounds = cu_seqlens.tolist()
     for s, (slot, end) in enumerate(zip(slots.tolist(), context_lens.tolist())):
+        if not 0 <= slot < key_cache.shape[0]:
+            continue
         rows = slice(bounds[s], bounds[s + 1])
         key_cache[slot, end - (rows.stop - rows.start):end] = k[rows]
         value_cache[slot, end - (rows.stop - rows.start):end] = v[rows]
@@ -52,11 +55,14 @@ def attention_varlen(q: torch.Tensor, key_cache: torch.Tensor, value_cache: torc
     value_cache: [slots, max_len, Hkv, D], sequence s holding positions ``0 .. context_lens[s] - 1`` (the new
     tokens' included) in slot ``slots[s]``. ``gate`` ([N, Hq, D], optional): the output is multiplied by
     sigmoid(gate). ``max_seqlen`` and ``max_context`` are hints for the kernels (the longest sequence, the
-    longest context), ignored here. Returns [N, Hq, D] in q.dtype (see :func:`attention`).
+    longest context), ignored here. Returns [N, Hq, D] in q.dtype (see :func:`attention`); the rows of a sequence
+    whose slot is outside the cache (padding, -1) are zeros.
     """
-    out = torch.empty_like(q)
+    out = torch.zeros_like(q)
     bounds = cu_seqlens.tolist()
     for s, (slot, end) in enumerate(zip(slots.tolist(), context_lens.tolist())):
+        if not 0 <= slot < key_cache.shape[0]:
+            continue
         rows = slice(bounds[s], bounds[s + 1])
         out[rows] = attention(q[None, rows], key_cache[slot:slot + 1, :end], value_cache[slot:slot + 1, :end],
                               scale)[0]

@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from ..config import Qwen3NextConfig
-from ..weights import FP32_TENSORS, INDEX_FILE, SINGLE_FILE, Shape, memory_shapes, published_shapes
+from ..weights import INDEX_FILE, SINGLE_FILE, Shape, memory_shapes, published_shapes, storage_dtype
 
 PRESETS: dict[str, dict] = {
     "tiny": dict(
@@ -92,7 +92,7 @@ def random_weights(config: Qwen3NextConfig, seed: int = 0, device: str | torch.d
                    dtype: torch.dtype = torch.bfloat16) -> dict[str, torch.Tensor]:
     """Random weights in the in-memory layout (``weights.memory_shapes``), drawn on ``device`` with the
     checkpoint's scales: a model without files (a GPU draws the full-width slice at once)."""
-    return {name: random_tensor(name, shape, seed, device).to(torch.float32 if name.rsplit(".", 1)[-1] in FP32_TENSORS else dtype)
+    return {name: random_tensor(name, shape, seed, device).to(storage_dtype(name, dtype))
             for name, shape in memory_shapes(config).items()}
 
 
