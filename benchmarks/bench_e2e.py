@@ -7,11 +7,12 @@ step of a run of steps (host work included, as a user sees it); ours: a prefill 
 through transformers (decode from the cache its own prefill of the context left; only where that prefill fits).
 
 floor_us: decode, the bytes a step reads (Qwen3NextCUDA.decode_step_bytes: the weights, the experts the batch
-selects under uniform routing, states, keys and values) at the copy ceiling; prefill, the FLOPs of the projections
-and experts (2 x active parameters per token, lm_head for the last token), causal attention and the chunked delta
-rule at the matmul ceiling. transformers is asked for the last token's logits only (logits_to_keep=1), as ours
-returns.
-The 48-layer extrapolation is in the notes (12 x the 4-layer layers, 1 x embeddings and lm_head).
+selects under uniform routing, states, keys and values) at the copy ceiling; prefill, the larger of the FLOPs
+(2 x active parameters per token, lm_head for the last token, causal attention, the chunked delta rule) at the
+matmul ceiling and the weights read once (at 4096 tokens every expert: the block is bound by its weights) at the
+copy ceiling. transformers is asked for the last token's logits only (logits_to_keep=1), as ours returns.
+ours_graph_extrapolated / ours_extrapolated (layers=48): the published depth from the same runs at 4 and 8 layers
+(12 groups of 4 layers, embeddings and lm_head once; see `extrapolate`), bytes and FLOPs alike.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import torch
 from qwen3next_cuda import Qwen3NextCUDA, graphs
 from qwen3next_cuda.config import Qwen3NextConfig
 from qwen3next_cuda.sampling import GenerationConfig
-from qwen3next_cuda.tools.make_checkpoint import preset_config
+from qwen3next_cuda.tools.make_checkpoint import preset_config, random_weights
 from qwen3next_cuda.weights import from_transformers
 
 LAYERS = 4
@@ -33,6 +34,7 @@ DECODE = [(batch, context) for context in (1024, 32768) for batch in (1, 8, 32, 
 PEER_DECODE = {(1, 1024), (8, 1024), (32, 1024)}  # where transformers' own prefill of the context is practical
 PREFILL = (4096, 32768)
 STEPS = 20
+DEPTH = 48  # the published model's layers, for the extrapolated rows
 
 
 def transformers_model(config: Qwen3NextConfig):
@@ -127,39 +129,64 @@ def prefill_flops(config: Qwen3NextConfig, model: Qwen3NextCUDA, tokens: int) ->
             + delta_rule * len(config.linear_attention_layers))
 
 
+def our_prefill(model: Qwen3NextCUDA, prompt: list[int]) -> float:
+    def step():
+        cache = model.new_cache(1, len(prompt))
+        model.prefill([prompt], [cache.allocate(len(prompt))], cache)
+
+    step()  # warm-up
+    return wall_us(step, 3)
+
+
+def extrapolate(at_4: float, at_8: float) -> float:
+    """The published depth from 4 and 8 layers: the 4-layer value plus 11 more groups of 4 layers (3 DeltaNet + 1
+    attention) at what the second group cost. Embeddings, final norm and lm_head are counted once."""
+    return at_4 + (DEPTH // LAYERS - 1) * (at_8 - at_4)
+
+
 def run(record) -> None:
     config = preset_config("slice", layers=LAYERS, mtp=False)
     hf_model = transformers_model(config)
-    if hf_model is None:
-        from qwen3next_cuda.tools.make_checkpoint import random_weights
-
-        model = Qwen3NextCUDA(config, random_weights(config, device="cuda"), None,
-                              GenerationConfig(eos_token_ids=()))
-    else:
-        model = our_model(hf_model, config)
+    model = (Qwen3NextCUDA(config, random_weights(config, device="cuda"), None, GenerationConfig(eos_token_ids=()))
+             if hf_model is None else our_model(hf_model, config))
+    prompts = {tokens: torch.randint(0, config.vocab_size, (tokens,)).tolist() for tokens in PREFILL}
+    measured = {}  # (bench, params) -> (µs, bytes or FLOPs) of the 4-layer model, for the extrapolation
 
     for batch, context in DECODE:
         params = {"layers": LAYERS, "batch": batch, "context": context}
         nbytes = model.decode_step_bytes(batch, context)
-        record("e2e_decode", "ours_graph", params, our_decode(model, batch, context, True), nbytes=nbytes)
+        measured["e2e_decode", batch, context] = (our_decode(model, batch, context, True), nbytes)
+        record("e2e_decode", "ours_graph", params, measured["e2e_decode", batch, context][0], nbytes=nbytes)
         record("e2e_decode", "ours_eager", params, our_decode(model, batch, context, False), nbytes=nbytes)
         if hf_model is not None and (batch, context) in PEER_DECODE:
             record("e2e_decode", "hf_fla", params, hf_decode(hf_model, batch, context), nbytes=nbytes)
 
-    for tokens in PREFILL:
+    for tokens, prompt in prompts.items():
         params = {"layers": LAYERS, "tokens": tokens}
         flops = prefill_flops(config, model, tokens)
-        prompt = torch.randint(0, config.vocab_size, (tokens,)).tolist()
-
-        def ours():
-            cache = model.new_cache(1, tokens)
-            model.prefill([prompt], [cache.allocate(tokens)], cache)
-
-        ours()
-        record("e2e_prefill", "ours", params, wall_us(ours, 3), flops=flops)
+        nbytes = model.weight_bytes(tokens)
+        measured["e2e_prefill", tokens] = (our_prefill(model, prompt), flops, nbytes)
+        record("e2e_prefill", "ours", params, measured["e2e_prefill", tokens][0], flops=flops, nbytes=nbytes)
         if hf_model is not None:
             ids = torch.tensor([prompt], device="cuda")
             with torch.no_grad():  # the last token's logits only, as ours returns
                 hf_prefill = functools.partial(hf_model, ids, logits_to_keep=1)
                 hf_prefill()
-                record("e2e_prefill", "hf_fla", params, wall_us(hf_prefill, 3), flops=flops)
+                record("e2e_prefill", "hf_fla", params, wall_us(hf_prefill, 3), flops=flops, nbytes=nbytes)
+
+    # The same at 8 layers (fresh random weights: the times do not depend on their values), alone on the GPU.
+    model = hf_model = None
+    torch.cuda.empty_cache()
+    config = preset_config("slice", layers=2 * LAYERS, mtp=False)
+    model = Qwen3NextCUDA(config, random_weights(config, device="cuda"), None, GenerationConfig(eos_token_ids=()))
+    for batch, context in DECODE:
+        at_4, bytes_4 = measured["e2e_decode", batch, context]
+        nbytes = extrapolate(bytes_4, model.decode_step_bytes(batch, context))
+        record("e2e_decode", "ours_graph_extrapolated", {"layers": DEPTH, "batch": batch, "context": context},
+               extrapolate(at_4, our_decode(model, batch, context, True)), nbytes=nbytes)
+    for tokens, prompt in prompts.items():
+        at_4, flops_4, bytes_4 = measured["e2e_prefill", tokens]
+        record("e2e_prefill", "ours_extrapolated", {"layers": DEPTH, "tokens": tokens},
+               extrapolate(at_4, our_prefill(model, prompt)),
+               flops=extrapolate(flops_4, prefill_flops(config, model, tokens)),
+               nbytes=extrapolate(bytes_4, model.weight_bytes(tokens)))

@@ -1,9 +1,9 @@
 """moe_decode, moe_prefill: the sparse MoE block (router, top-10 of 512 experts, SwiGLU experts, gated shared
 expert) at the published model's sizes, one layer's weights; moe_decode for a few tokens, moe_prefill for many.
 
-ours: ops.moe. For moe_decode its few-token path (router logits by cuBLAS, then our routing, grouping, expert and
-combine kernels); for moe_prefill its many-token path, which is still torch ops around torch._grouped_mm (pairs
-sorted by expert, a fixed-order fp32 combine): our grouped GEMMs are not on main yet. torch_grouped_mm: the same
+ours: ops.moe. For moe_decode its few-token path (our router GEMM, routing, grouping, expert and combine kernels);
+for moe_prefill its many-token path (pairs sorted by expert with torch ops, our grouped GEMMs, swiglu and combine
+kernels). torch_grouped_mm: the same
 block in torch with the expert GEMMs by torch._grouped_mm over tokens sorted by expert (the path transformers'
 grouped_mm experts take, combined by index_add), graph-capturable. All graph-replayed over input sets whose routings
 differ, so the selected experts are not in L2.

@@ -1,4 +1,6 @@
-// Host entry points registered in torch_bindings.cpp (defined in the <family>/*_api.cpp files).
+// Host entry points registered in torch_bindings.cpp (defined in the <family>/*_api.cpp files; the many-token MoE
+// ops, small or with CUTLASS types in their host code, beside their kernels in moe/moe_grouped_gemm.cu and
+// moe/moe_pairs.cu).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -25,10 +27,15 @@ void causal_conv1d_varlen(at::Tensor& out, at::Tensor& conv_state, const at::Ten
                           const at::Tensor& cu_seqlens, const at::Tensor& slots);
 
 // moe/
-void moe_decode(at::Tensor& out, const at::Tensor& x, const at::Tensor& router_logits, const at::Tensor& gate_up,
+void moe_decode(at::Tensor& out, const at::Tensor& x, const at::Tensor& router, const at::Tensor& gate_up,
                 const at::Tensor& down, const at::Tensor& shared_gate, const at::Tensor& shared_up,
                 const at::Tensor& shared_down, const at::Tensor& shared_expert_gate, int64_t top_k,
                 bool norm_topk_prob);
+void moe_grouped_gemm(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, const at::Tensor& offsets,
+                      bool portable);
+void moe_swiglu(at::Tensor& act, const at::Tensor& gate_up, const at::Tensor& scale);
+void moe_combine(at::Tensor& out, const at::Tensor& routed, const at::Tensor& pair_of, const at::Tensor& shared,
+                 const at::Tensor& gate);
 
 // attention/
 void attention_prepass(at::Tensor& q_out, at::Tensor& key_cache, at::Tensor& value_cache, const at::Tensor& q,

@@ -50,13 +50,30 @@ TORCH_LIBRARY(qwen3next, m) {
   m.impl("causal_conv1d_varlen", c10::DeviceType::CUDA, &qwen3next::causal_conv1d_varlen);
 
   // Sparse MoE block for few tokens (decode), E experts of width I, shared expert of width Is:
-  // out[N, H] = sum over the top_k of softmax(router_logits[N, E]) (renormalised when norm_topk_prob) of
-  // w * down(silu(gate x) * up x) + sigmoid(shared_expert_gate x) * shared_expert(x), with
-  // gate_up[E, 2I, H] (gate rows first), down[E, H, I], shared_gate/up[Is, H], shared_down[H, Is]; all bf16.
-  m.def("moe_decode(Tensor(a!) out, Tensor x, Tensor router_logits, Tensor gate_up, Tensor down, "
+  // out[N, H] = sum over the top_k of softmax(x router^T) (logits rounded to bf16; renormalised when
+  // norm_topk_prob) of w * down(silu(gate x) * up x) + sigmoid(shared_expert_gate x) * shared_expert(x), with
+  // router[E, H], gate_up[E, 2I, H] (gate rows first), down[E, H, I], shared_gate/up[Is, H], shared_down[H, Is];
+  // all bf16.
+  m.def("moe_decode(Tensor(a!) out, Tensor x, Tensor router, Tensor gate_up, Tensor down, "
         "Tensor shared_gate, Tensor shared_up, Tensor shared_down, Tensor shared_expert_gate, int top_k, "
         "bool norm_topk_prob) -> ()");
   m.impl("moe_decode", c10::DeviceType::CUDA, &qwen3next::moe_decode);
+
+  // The MoE block's grouped GEMM: out[rows of group e] = a[rows of group e] @ b[e]^T, group e's rows being
+  // [offsets[e - 1], offsets[e]) of a and out; a[P, K], b[E, N, K], out[P, N] bf16, offsets[E] int32 (cumulative).
+  // The sm90a kernel (TMA + wgmma), or with portable the mma.sync one (sm80 and later).
+  m.def("moe_grouped_gemm(Tensor(a!) out, Tensor a, Tensor b, Tensor offsets, bool portable) -> ()");
+  m.impl("moe_grouped_gemm", c10::DeviceType::CUDA, &qwen3next::moe_grouped_gemm);
+
+  // The many-token MoE path's activation: act[p] = silu(gate_up[p, :I]) * gate_up[p, I:] * scale[p], in fp32,
+  // rounded once; gate_up[P, 2I], act[P, I] bf16, scale[P] float32 (the pairs' route weights).
+  m.def("moe_swiglu(Tensor(a!) act, Tensor gate_up, Tensor scale) -> ()");
+  m.impl("moe_swiglu", c10::DeviceType::CUDA, &qwen3next::moe_swiglu);
+
+  // The many-token MoE path's combine: out[n] = sum_j routed[pair_of[n, j]] + sigmoid(gate[n]) * shared[n], in fp32,
+  // rounded once; routed[P, H] (pre-scaled by the route weights), shared[N, H], gate[N] bf16, pair_of[N, k] int64.
+  m.def("moe_combine(Tensor(a!) out, Tensor routed, Tensor pair_of, Tensor shared, Tensor gate) -> ()");
+  m.impl("moe_combine", c10::DeviceType::CUDA, &qwen3next::moe_combine);
 
   // Before the gated attention (head dim 256), for a varlen batch (sequence s: rows [cu_seqlens[s],
   // cu_seqlens[s+1]), its last tokens, ending at context_lens[s]): q_out[N, Hq, 256] = rope(rmsnorm(q)), and

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from qwen3next_cuda import ops, reference
-from qwen3next_cuda.config import Qwen3NextConfig
+from qwen3next_cuda.config import Qwen3NextConfig, RopeConfig
 from utils import assert_close, nan_like
 
 cuda = pytest.mark.cuda
@@ -110,7 +110,11 @@ def test_bad_inputs():
 
 
 @cuda
-def test_prepass_matches_reference():
+@pytest.mark.parametrize("rope", [RopeConfig(), RopeConfig(type="yarn", factor=4.0, attention_factor=1.3,
+                                                            original_max_position_embeddings=65536)],
+                         ids=["default", "yarn"])
+def test_prepass_matches_reference(rope):
+    """Positions past 32K; with YaRN the cos / sin tables carry its attention factor (magnitudes above 1)."""
     gen = torch.Generator().manual_seed(11)
     lengths, starts, slots = [1, 5, 300, 2], [0, 40000 - 5, 17, 3], [2, 0, -1, 3]  # one past 32K, one padding
     tokens, max_len = sum(lengths), 40000
@@ -119,7 +123,7 @@ def test_prepass_matches_reference():
     k, v = (torch.randn(tokens, KV_HEADS, DIM, generator=gen).to("cuda", torch.bfloat16) for _ in range(2))
     q_norm, k_norm = ((torch.randn(DIM, generator=gen) * 0.1).to("cuda", torch.bfloat16) for _ in range(2))
     positions = torch.cat([torch.arange(s, s + n) for s, n in zip(starts, lengths)]).cuda()
-    cos, sin = reference.rope_cos_sin(positions, Qwen3NextConfig())
+    cos, sin = reference.rope_cos_sin(positions, Qwen3NextConfig(rope=rope))
     key_cache = torch.randn(4, max_len, KV_HEADS, DIM, generator=gen).to("cuda", torch.bfloat16)
     value_cache = torch.randn(4, max_len, KV_HEADS, DIM, generator=gen).to("cuda", torch.bfloat16)
     cu = torch.tensor([0, 1, 6, 306, 308], dtype=torch.int32, device="cuda")

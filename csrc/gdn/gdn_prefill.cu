@@ -7,17 +7,33 @@ namespace qwen3next {
 
 using namespace gdn_prefill;
 
+namespace {
+
+template <int kStages>
+void launch_state(const GdnPrefillParams& p, cudaStream_t stream) {
+  allow_shared_memory<gdn_prefill_state_kernel<kStages>>(sizeof(StateSmem<kStages>), "gdn_prefill (state)");
+  gdn_prefill_state_kernel<kStages>
+      <<<dim3(kDim / kCols, p.value_heads, p.seqs), kThreads, sizeof(StateSmem<kStages>), stream>>>(p);
+}
+
+}  // namespace
+
 void run_gdn_prefill(const GdnPrefillParams& p, cudaStream_t stream) {
   if (p.seqs == 0 || p.tokens == 0) return;
   allow_shared_memory<gdn_prefill_prepare_kernel>(sizeof(PrepareSmem), "gdn_prefill (prepare)");
-  allow_shared_memory<gdn_prefill_state_kernel>(sizeof(StateSmem), "gdn_prefill (state)");
   allow_shared_memory<gdn_prefill_output_kernel>(sizeof(OutputSmem), "gdn_prefill (output)");
 
   const dim3 chunk_grid(std::max(p.max_chunks, 1), p.key_heads, p.seqs);
   gdn_prefill_prepare_kernel<<<chunk_grid, kThreads, sizeof(PrepareSmem), stream>>>(p);
   QN_CHECK_LAUNCH();
-  const dim3 state_grid(kDim / kCols, p.value_heads, p.seqs);
-  gdn_prefill_state_kernel<<<state_grid, kThreads, sizeof(StateSmem), stream>>>(p);
+  int device = 0, multiprocessors = 1;
+  cudaGetDevice(&device);
+  cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device);
+  if (kDim / kCols * p.value_heads * p.seqs >= 2 * multiprocessors) {  // CTAs enough for two per SM
+    launch_state<2>(p, stream);
+  } else {
+    launch_state<3>(p, stream);
+  }
   QN_CHECK_LAUNCH();
   const dim3 output_grid(chunk_grid.x, p.value_heads, p.seqs);
   gdn_prefill_output_kernel<<<output_grid, kThreads, sizeof(OutputSmem), stream>>>(p);

@@ -25,7 +25,8 @@ constexpr int kDim = 128;  // key and value head size
 constexpr int kChunk = 64;  // tokens per chunk
 constexpr int kRatio = 2;  // value heads per key head
 constexpr int kCols = 32;  // value columns per `state` CTA
-constexpr int kStages = 3;  // `state` loads chunks this many - 1 ahead: one chunk's work hides less than a load
+// `state` loads chunks kStages - 1 ahead: 3 stages when a CTA has its SM alone (one chunk's work hides less than a
+// load), 2 (90 KB) when there are CTAs enough for two per SM, which then hide each other's latency.
 constexpr int kThreads = 256;  // 8 warps: a warp owns 16 chunk rows (row block warp % 4) x a column group (warp / 4)
 constexpr int kWarps = kThreads / 32;
 constexpr int kRowBlocks = kChunk / 16, kColumnGroups = kWarps / kRowBlocks;
@@ -238,6 +239,7 @@ struct StateStage {  // one chunk's inputs, loaded while the previous chunks com
   float4 scales[kChunk];
 };
 
+template <int kStages>
 struct StateSmem {
   StateStage stage[kStages];
   bf16 state[kDim][kLdCols];  // S (key rows x this CTA's value columns) in bf16: the B operand of K S
@@ -274,7 +276,8 @@ __device__ __forceinline__ void for_each_state_element(float (&s)[kCols / 8][4],
   }
 }
 
-__device__ __forceinline__ void store_state_bf16(StateSmem& sm, float (&s)[kCols / 8][4], int warp, int lane) {
+template <typename Smem>
+__device__ __forceinline__ void store_state_bf16(Smem& sm, float (&s)[kCols / 8][4], int warp, int lane) {
 #pragma unroll
   for (int nt = 0; nt < kCols / 8; ++nt) {
 #pragma unroll
@@ -285,9 +288,10 @@ __device__ __forceinline__ void store_state_bf16(StateSmem& sm, float (&s)[kCols
   }
 }
 
-__global__ void __launch_bounds__(kThreads) gdn_prefill_state_kernel(const GdnPrefillParams p) {
+template <int kStages>
+__global__ void __launch_bounds__(kThreads, kStages == 2 ? 2 : 1) gdn_prefill_state_kernel(const GdnPrefillParams p) {
   extern __shared__ __align__(16) unsigned char smem_bytes[];
-  StateSmem& sm = *reinterpret_cast<StateSmem*>(smem_bytes);
+  StateSmem<kStages>& sm = *reinterpret_cast<StateSmem<kStages>*>(smem_bytes);
   const int col0 = blockIdx.x * kCols, head = blockIdx.y;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   // Chunk-row work: 16 rows (block) x 16 of the CTA's columns (group); state work: 16 key rows (warp).

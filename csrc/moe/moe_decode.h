@@ -1,12 +1,15 @@
 // Sparse MoE block for few tokens (decode): every selected expert's weights are streamed from memory once for
-// all the tokens routed to it. Four launches on one stream, no host sync:
-//   route    (one CTA)             softmax (fp32) over the router logits, top-k, renormalise; the shared expert's
-//                                  sigmoid gate; the (token, expert) pairs grouped by expert on the device
+// all the tokens routed to it. Five launches on one stream, no host sync:
+//   router   (row tile x K split)  the router logits' partial sums x router^T over a quarter of K each (128 CTAs at
+//                                  the model's sizes, where cuBLAS's GEMM for one token ran on 8)
+//   route    (one CTA)             softmax (fp32) over the logits (the splits summed, rounded to bf16), top-k,
+//                                  renormalise; the shared expert's sigmoid gate; the (token, expert) pairs grouped
+//                                  by expert on the device
 //   gate_up  (row tile x group)    h = silu(gate x) * up x for the group's tokens       -> hidden [pairs, Imax]
 //   down     (row tile x group)    y = down h                                            -> expert_out [pairs, H]
 //   combine  (a CTA per token)     out = sum_k w_k y_k + sigmoid(shared gate) y_shared  (fixed order: deterministic)
-// The shared expert is the last group (expert id E), holding every token. Expert GEMMs run on tensor cores with
-// the weights loaded straight from global memory into mma fragments (see moe_decode_kernel.cuh).
+// The shared expert is the last group (expert id E), holding every token. The GEMMs run on tensor cores with the
+// weights loaded straight from global memory into mma fragments (see moe_decode_kernel.cuh).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -18,7 +21,7 @@ namespace qwen3next {
 struct MoeDecodeParams {
   // Inputs
   const void* x;  // [N, H] bf16 rows, contiguous
-  const void* router_logits;  // [N, E] bf16 (x @ router^T), contiguous
+  const void* router;  // [E, H] bf16
   const void* gate_up;  // [E, 2I, H] bf16: gate rows, then up rows
   const void* down;  // [E, H, I] bf16
   const void* shared_gate;  // [Is, H] bf16
@@ -27,6 +30,7 @@ struct MoeDecodeParams {
   const void* shared_expert_gate;  // [H] bf16
   void* out;  // [N, H] bf16
   // Workspace (pairs P = N * (top_k + 1), groups G = min(E, N * top_k) + 1)
+  float* router_partial;  // [kRouterSplits, N, E]: the router GEMM's K splits
   float* token_weight;  // [N, top_k + 1]: the renormalised route weights, then the shared gate
   int32_t* token_pair;  // [N, top_k + 1]: where each of the token's pairs sits in the grouped order
   int32_t* pair_token;  // [P]: the token of each grouped pair

@@ -12,17 +12,19 @@ namespace qwen3next {
 
 namespace {
 // The kernels' limits: the route kernel keeps one expert per thread and a warp's lanes for the top-k; the
-// expert GEMMs move 32-wide k-blocks of 16 rows; the route kernel's shared memory, 4 x (2 E + 2 N top_k) bytes,
-// bounds the tokens: 36 KiB at the largest E and top_k, under the 48 KiB a launch gets without opting in.
-constexpr int64_t kMaxExperts = 512, kMaxTopK = 16, kBlockK = 32, kMaxTokens = 256;
+// GEMMs move 32-wide k-blocks of 16 rows, the router's in 4 K splits; the route kernel's shared memory,
+// 4 x (2 E + 2 N top_k) bytes, bounds the tokens: 36 KiB at the largest E and top_k, under the 48 KiB a launch
+// gets without opting in.
+constexpr int64_t kMaxExperts = 512, kMaxTopK = 16, kBlockK = 32, kTileRows = 16, kRouterSplits = 4,
+                  kMaxTokens = 256;
 }  // namespace
 
-void moe_decode(at::Tensor& out, const at::Tensor& x, const at::Tensor& router_logits, const at::Tensor& gate_up,
+void moe_decode(at::Tensor& out, const at::Tensor& x, const at::Tensor& router, const at::Tensor& gate_up,
                 const at::Tensor& down, const at::Tensor& shared_gate, const at::Tensor& shared_up,
                 const at::Tensor& shared_down, const at::Tensor& shared_expert_gate, int64_t top_k,
                 bool norm_topk_prob) {
   QN_CHECK_CUDA(x);
-  const std::initializer_list<const at::Tensor*> tensors{&out, &x, &router_logits, &gate_up, &down, &shared_gate,
+  const std::initializer_list<const at::Tensor*> tensors{&out, &x, &router, &gate_up, &down, &shared_gate,
                                                           &shared_up, &shared_down, &shared_expert_gate};
   for (const at::Tensor* t : tensors) {
     TORCH_CHECK(t->device() == x.device(), "moe_decode: all tensors must be on ", x.device(), ", got one on ",
@@ -45,14 +47,15 @@ void moe_decode(at::Tensor& out, const at::Tensor& x, const at::Tensor& router_l
   QN_CHECK_SHAPE(shared_down, hidden, shared_width);
   TORCH_CHECK(shared_expert_gate.numel() == hidden, "moe_decode: shared_expert_gate must have ", hidden,
               " elements, got ", shared_expert_gate.sizes());
-  QN_CHECK_SHAPE(router_logits, tokens, experts);
+  QN_CHECK_SHAPE(router, experts, hidden);
   QN_CHECK_SHAPE(out, tokens, hidden);
-  TORCH_CHECK(experts >= 1 && experts <= kMaxExperts, "moe_decode: 1 to ", kMaxExperts, " experts, got ", experts);
+  TORCH_CHECK(experts >= 1 && experts <= kMaxExperts && experts % kTileRows == 0, "moe_decode: a multiple of ",
+              kTileRows, " experts up to ", kMaxExperts, ", got ", experts);
   TORCH_CHECK(top_k >= 1 && top_k <= std::min(kMaxTopK, experts), "moe_decode: top_k must be in [1, ",
               std::min(kMaxTopK, experts), "], got ", top_k);
-  TORCH_CHECK(hidden % kBlockK == 0 && width % kBlockK == 0 && shared_width % kBlockK == 0,
-              "moe_decode: the hidden size and the expert widths must be multiples of ", kBlockK, ", got ", hidden,
-              ", ", width, " and ", shared_width);
+  TORCH_CHECK(hidden % (kRouterSplits * kBlockK) == 0 && width % kBlockK == 0 && shared_width % kBlockK == 0,
+              "moe_decode: the hidden size must be a multiple of ", kRouterSplits * kBlockK,
+              " and the expert widths multiples of ", kBlockK, ", got ", hidden, ", ", width, " and ", shared_width);
   TORCH_CHECK(tokens <= kMaxTokens, "moe_decode: at most ", kMaxTokens, " tokens, got ", tokens);
   if (tokens == 0) return;
 
@@ -60,6 +63,7 @@ void moe_decode(at::Tensor& out, const at::Tensor& x, const at::Tensor& router_l
   // Workspace (stream-ordered through the caching allocator, so the op stays capturable).
   const int64_t pairs = tokens * (top_k + 1), groups = std::min(experts, tokens * top_k) + 1;
   const auto ints = x.options().dtype(at::kInt);
+  const at::Tensor router_partial = at::empty({kRouterSplits, tokens, experts}, x.options().dtype(at::kFloat));
   const at::Tensor token_weight = at::empty({tokens, top_k + 1}, x.options().dtype(at::kFloat));
   const at::Tensor token_pair = at::empty({tokens, top_k + 1}, ints);
   const at::Tensor pair_token = at::empty({pairs}, ints);
@@ -71,7 +75,7 @@ void moe_decode(at::Tensor& out, const at::Tensor& x, const at::Tensor& router_l
 
   MoeDecodeParams p{};
   p.x = x.data_ptr();
-  p.router_logits = router_logits.data_ptr();
+  p.router = router.data_ptr();
   p.gate_up = gate_up.data_ptr();
   p.down = down.data_ptr();
   p.shared_gate = shared_gate.data_ptr();
@@ -79,6 +83,7 @@ void moe_decode(at::Tensor& out, const at::Tensor& x, const at::Tensor& router_l
   p.shared_down = shared_down.data_ptr();
   p.shared_expert_gate = shared_expert_gate.data_ptr();
   p.out = out.data_ptr();
+  p.router_partial = router_partial.data_ptr<float>();
   p.token_weight = token_weight.data_ptr<float>();
   p.token_pair = token_pair.data_ptr<int32_t>();
   p.pair_token = pair_token.data_ptr<int32_t>();

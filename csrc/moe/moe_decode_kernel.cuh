@@ -25,8 +25,9 @@ constexpr int kRouteThreads = 512, kRouteWarps = kRouteThreads / 32;
 constexpr int kThreads = 128, kWarps = kThreads / 32;  // expert GEMMs
 constexpr int kTileRows = 16;  // weight rows per CTA (per matrix)
 constexpr int kBlockK = 32;  // k per fragment load: 4 threads x 8 elements
-constexpr int kTokenTiles = 8;  // 8 tokens each: 64 tokens per pass
+constexpr int kMaxTokenTiles = 8;  // 8 tokens each: up to 64 tokens per pass
 constexpr int kDepth = 4;  // k-blocks of weights loaded before the first is used
+constexpr int kRouterSplits = 4;  // the router GEMM's K splits: 4 x E / 16 CTAs (128 at the model's sizes)
 static_assert(kMaxExperts <= kRouteThreads, "the route kernel scans one expert per thread");
 
 // ---- route: one CTA for the whole batch ----------------------------------------------------------------
@@ -52,6 +53,15 @@ __device__ __forceinline__ int block_exclusive_scan(int value, int* warp_sums, i
   return before + inclusive - value;
 }
 
+// A router logit: the K splits' partial sums in a fixed order, rounded to bf16 as a bf16 GEMM's output is (the
+// reference's logits), so that both pick the same experts.
+__device__ __forceinline__ float router_logit(const MoeDecodeParams& p, int token, int expert) {
+  float sum = 0.f;
+#pragma unroll
+  for (int s = 0; s < kRouterSplits; ++s) sum += p.router_partial[(int64_t(s) * p.tokens + token) * p.experts + expert];
+  return __bfloat162float(__float2bfloat16_rn(sum));
+}
+
 // Dynamic shared memory: counts[E], offsets[E], pair_expert[N * top_k], pair_rank[N * top_k] (ints).
 __global__ void __launch_bounds__(kRouteThreads) moe_route_kernel(const MoeDecodeParams p) {
   extern __shared__ int route_smem[];
@@ -65,16 +75,15 @@ __global__ void __launch_bounds__(kRouteThreads) moe_route_kernel(const MoeDecod
   for (int e = tid; e < num_experts; e += kRouteThreads) counts[e] = 0;
   __syncthreads();
 
-  // A warp per token: softmax, top-k (largest first, ties to the lower id), renormalise; the shared gate.
+  // A warp per token: softmax, top-k (largest first, ties to the lower id), renormalise.
   constexpr int kPerLane = kMaxExperts / 32;
   for (int token = warp; token < tokens; token += kRouteWarps) {
-    const bf16* logits = static_cast<const bf16*>(p.router_logits) + int64_t(token) * num_experts;
     float prob[kPerLane];
     float max_logit = -INFINITY;
 #pragma unroll
     for (int i = 0; i < kPerLane; ++i) {
       const int e = lane + 32 * i;
-      prob[i] = e < num_experts ? to_float(logits[e]) : -INFINITY;
+      prob[i] = e < num_experts ? router_logit(p, token, e) : -INFINITY;
       max_logit = fmaxf(max_logit, prob[i]);
     }
 #pragma unroll
@@ -115,23 +124,40 @@ __global__ void __launch_bounds__(kRouteThreads) moe_route_kernel(const MoeDecod
       chosen_sum += weight;
       if (lane == k) my_weight = weight, my_expert = best_expert;
     }
-    float gate = 0.f;  // shared_expert_gate . x
-    const bf16* x = static_cast<const bf16*>(p.x) + int64_t(token) * p.hidden_size;
-    for (int c = 8 * lane; c < p.hidden_size; c += 8 * 32) {
-      float xs[8], ws[8];
-      load_float<bf16, 8>(xs, x + c);
-      load_float<bf16, 8>(ws, static_cast<const bf16*>(p.shared_expert_gate) + c);
-#pragma unroll
-      for (int i = 0; i < 8; ++i) gate += xs[i] * ws[i];
-    }
-    gate = group_sum<32>(gate);
     float* weights = p.token_weight + int64_t(token) * (top_k + 1);
     if (lane < top_k) {
       weights[lane] = p.norm_topk_prob ? my_weight / chosen_sum : my_weight;
       pair_expert[token * top_k + lane] = my_expert;
       pair_rank[token * top_k + lane] = atomicAdd(&counts[my_expert], 1);  // order within an expert: any
     }
-    if (lane == 0) weights[top_k] = 1.f / (1.f + expf(-gate));
+  }
+  // The shared expert's gate sigmoid(shared_expert_gate . x), a warp per token from the last warp down, so that
+  // with few tokens it runs beside the top-k above rather than after it; a lane's loads all issued at once.
+  constexpr int kGateVectors = 8;  // 16-byte vectors per lane in flight: a hidden size of 2048 in one round trip
+  for (int token = kRouteWarps - 1 - warp; token < tokens; token += kRouteWarps) {
+    const bf16* x = static_cast<const bf16*>(p.x) + int64_t(token) * p.hidden_size;
+    const bf16* w = static_cast<const bf16*>(p.shared_expert_gate);
+    float gate = 0.f;
+    for (int c0 = 8 * lane; c0 < p.hidden_size; c0 += 8 * 32 * kGateVectors) {
+      uint4 xs[kGateVectors], ws[kGateVectors];
+#pragma unroll
+      for (int u = 0; u < kGateVectors; ++u) {
+        const int c = c0 + 8 * 32 * u;
+        xs[u] = c < p.hidden_size ? __ldg(reinterpret_cast<const uint4*>(x + c)) : make_uint4(0, 0, 0, 0);
+        ws[u] = c < p.hidden_size ? __ldg(reinterpret_cast<const uint4*>(w + c)) : make_uint4(0, 0, 0, 0);
+      }
+#pragma unroll
+      for (int u = 0; u < kGateVectors; ++u) {
+        const unsigned xw[4] = {xs[u].x, xs[u].y, xs[u].z, xs[u].w}, ww[4] = {ws[u].x, ws[u].y, ws[u].z, ws[u].w};
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const float2 a = unpack_bf16(xw[i]), b = unpack_bf16(ww[i]);
+          gate += a.x * b.x + a.y * b.y;
+        }
+      }
+    }
+    gate = group_sum<32>(gate);
+    if (lane == 0) p.token_weight[int64_t(token) * (top_k + 1) + top_k] = 1.f / (1.f + expf(-gate));
   }
   __syncthreads();
 
@@ -177,32 +203,50 @@ __device__ __forceinline__ void mma_block(FragC& acc, const uint4 (&w)[2], const
   mma(acc, a1, b_steps, 1);
 }
 
-// kGateUp: hidden[pair] = silu(gate x) * up x over the group's tokens (x rows gathered by pair_token);
-// else expert_out[pair] = down hidden[pair].
-template <bool kGateUp>
-__global__ void __launch_bounds__(kThreads) moe_expert_kernel(const MoeDecodeParams p) {
-  constexpr int kMats = kGateUp ? 2 : 1;
-  __shared__ __align__(16) float partial[kWarps][kTokenTiles][32][4 * kMats];  // read as float4
-  const int group = blockIdx.y;
-  if (group >= *p.num_groups) return;
-  const int expert = p.group_expert[group], begin = p.group_start[group], count = p.group_start[group + 1] - begin;
-  const bool shared = expert == p.experts;
-  const int width = shared ? p.shared_width : p.expert_width;  // the expert's intermediate size
-  const int row0 = blockIdx.x * kTileRows, k_len = kGateUp ? p.hidden_size : width;
-  if (row0 >= (kGateUp ? width : p.hidden_size)) return;
-  const int64_t hidden_size = p.hidden_size, hidden_stride = max(p.expert_width, p.shared_width);
+// The block's GEMMs, one kernel body: kRouter: router_partial[split][token] = the router's rows times the token's
+// x over the split's k range (every token, split = blockIdx.y); kGateUp: hidden[pair] = silu(gate x) * up x over the
+// group's tokens (x rows gathered by pair_token); kDown: expert_out[pair] = down hidden[pair]. kTokenTiles tiles of
+// 8 tokens per pass: 1 when no group holds more than 8 tokens (up to 8 tokens in all), whose small accumulators let
+// 4 CTAs share an SM (one wave of gate_up CTAs at the model's sizes, twice the loads in flight per SM), else
+// kMaxTokenTiles.
+enum class Pass { kRouter, kGateUp, kDown };
 
+template <Pass kPass, int kTokenTiles>
+__global__ void __launch_bounds__(kThreads, kTokenTiles == 1 ? 4 : 1) moe_gemm_kernel(const MoeDecodeParams p) {
+  constexpr int kMats = kPass == Pass::kGateUp ? 2 : 1;
+  __shared__ __align__(16) float partial[kWarps][kTokenTiles][32][4 * kMats];  // read as float4
+  const int64_t hidden_size = p.hidden_size, hidden_stride = max(p.expert_width, p.shared_width);
+  const int row0 = blockIdx.x * kTileRows;
+  // The CTA's 16 weight rows of each matrix (row stride `stride`, k over [0, k_len) from mats[m]), its tokens
+  // [begin, begin + count) of the grouped order (the router: every token) and, for the router, its K split.
   const bf16* mats[kMats];
-  if constexpr (kGateUp) {
-    const bf16* gate = shared ? static_cast<const bf16*>(p.shared_gate)
-                              : static_cast<const bf16*>(p.gate_up) + int64_t(expert) * 2 * width * hidden_size;
-    mats[0] = gate + int64_t(row0) * k_len;
-    mats[1] = (shared ? static_cast<const bf16*>(p.shared_up) : gate + int64_t(width) * hidden_size) +
-              int64_t(row0) * k_len;
+  int begin = 0, count = p.tokens, k_len = p.hidden_size, stride = p.hidden_size, split = 0;
+  if constexpr (kPass == Pass::kRouter) {
+    if (row0 >= p.experts) return;
+    split = blockIdx.y;
+    k_len = p.hidden_size / kRouterSplits;
+    mats[0] = static_cast<const bf16*>(p.router) + int64_t(row0) * stride + int64_t(split) * k_len;
   } else {
-    mats[0] = (shared ? static_cast<const bf16*>(p.shared_down)
-                      : static_cast<const bf16*>(p.down) + int64_t(expert) * hidden_size * width) +
-              int64_t(row0) * k_len;
+    const int group = blockIdx.y;
+    if (group >= *p.num_groups) return;
+    const int expert = p.group_expert[group];
+    begin = p.group_start[group], count = p.group_start[group + 1] - begin;
+    const bool shared = expert == p.experts;
+    const int width = shared ? p.shared_width : p.expert_width;  // the expert's intermediate size
+    if constexpr (kPass == Pass::kGateUp) {
+      if (row0 >= width) return;
+      const bf16* gate = shared ? static_cast<const bf16*>(p.shared_gate)
+                                : static_cast<const bf16*>(p.gate_up) + int64_t(expert) * 2 * width * hidden_size;
+      mats[0] = gate + int64_t(row0) * stride;
+      mats[1] = (shared ? static_cast<const bf16*>(p.shared_up) : gate + int64_t(width) * hidden_size) +
+                int64_t(row0) * stride;
+    } else {
+      if (row0 >= p.hidden_size) return;
+      k_len = stride = width;
+      mats[0] = (shared ? static_cast<const bf16*>(p.shared_down)
+                        : static_cast<const bf16*>(p.down) + int64_t(expert) * hidden_size * width) +
+                int64_t(row0) * stride;
+    }
   }
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int k_blocks = k_len / kBlockK;
@@ -215,8 +259,13 @@ __global__ void __launch_bounds__(kThreads) moe_expert_kernel(const MoeDecodePar
       const int j = token0 + 8 * tt + g;
       b_rows[tt] = nullptr;
       if (j < count) {
-        b_rows[tt] = kGateUp ? static_cast<const bf16*>(p.x) + int64_t(p.pair_token[begin + j]) * hidden_size
-                             : static_cast<const bf16*>(p.hidden) + int64_t(begin + j) * hidden_stride;
+        if constexpr (kPass == Pass::kRouter) {
+          b_rows[tt] = static_cast<const bf16*>(p.x) + j * hidden_size + int64_t(split) * k_len;
+        } else if constexpr (kPass == Pass::kGateUp) {
+          b_rows[tt] = static_cast<const bf16*>(p.x) + int64_t(p.pair_token[begin + j]) * hidden_size;
+        } else {
+          b_rows[tt] = static_cast<const bf16*>(p.hidden) + int64_t(begin + j) * hidden_stride;
+        }
       }
     }
     float acc[kMats][kTokenTiles][4] = {};
@@ -228,8 +277,8 @@ __global__ void __launch_bounds__(kThreads) moe_expert_kernel(const MoeDecodePar
         const bool valid = base + d * kWarps < k_blocks;
 #pragma unroll
         for (int m = 0; m < kMats; ++m) {
-          w[d][m][0] = valid ? load_16(mats[m] + g * k_len + k) : make_uint4(0, 0, 0, 0);
-          w[d][m][1] = valid ? load_16(mats[m] + (g + 8) * k_len + k) : make_uint4(0, 0, 0, 0);
+          w[d][m][0] = valid ? load_16(mats[m] + g * stride + k) : make_uint4(0, 0, 0, 0);
+          w[d][m][1] = valid ? load_16(mats[m] + (g + 8) * stride + k) : make_uint4(0, 0, 0, 0);
         }
         b0[d] = valid && b_rows[0] ? load_16(b_rows[0] + k) : make_uint4(0, 0, 0, 0);
       }
@@ -271,7 +320,9 @@ __global__ void __launch_bounds__(kThreads) moe_expert_kernel(const MoeDecodePar
       for (int e = 0; e < 4; ++e) {  // accumulator element e: row g + 8 (e / 2), token 2t + e % 2 of the tile
         const int j = token0 + 8 * tt + 2 * t + e % 2, row = row0 + g + 8 * (e / 2);
         if (j >= count) continue;
-        if constexpr (kGateUp) {
+        if constexpr (kPass == Pass::kRouter) {
+          p.router_partial[(int64_t(split) * p.tokens + j) * p.experts + row] = sum[e];
+        } else if constexpr (kPass == Pass::kGateUp) {
           static_cast<bf16*>(p.hidden)[int64_t(begin + j) * hidden_stride + row] =
               __float2bfloat16_rn(silu(sum[e]) * sum[4 + e]);
         } else {

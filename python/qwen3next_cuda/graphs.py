@@ -22,14 +22,16 @@ BUCKETS = tuple(1 << i for i in range(ops.MOE_DECODE_MAX_TOKENS.bit_length()))
 def capturable(model) -> bool:
     """Whether every op of the model's decode step has a graph-safe kernel at its shapes and dtype: the built
     extension, bf16 on an sm90+ GPU (the DeltaNet decode kernel's clusters), 128-wide DeltaNet heads, 256-wide
-    attention heads with at most 64 query heads per KV head, and the few-token MoE kernels' limits (<= 512 experts,
-    top-k <= 16, widths in multiples of 32). Elsewhere the step runs reference ops, which sync with the host."""
+    attention heads with at most 64 query heads per KV head, and the few-token MoE kernels' limits (a multiple of 16
+    experts up to 512, top-k <= 16, hidden size a multiple of 128, widths of 32). Elsewhere the step runs reference
+    ops, which sync with the host."""
     config = model.config
     return (ops.HAS_KERNELS and model.device.type == "cuda" and model.dtype == torch.bfloat16
             and torch.cuda.get_device_capability(model.device)[0] >= 9 and config.head_dim == 256
             and config.linear_key_head_dim == 128 and config.linear_value_head_dim == 128
             and config.num_attention_heads // config.num_key_value_heads <= 64
-            and config.num_experts <= 512 and config.num_experts_per_tok <= 16
+            and config.num_experts <= 512 and config.num_experts % 16 == 0 and config.num_experts_per_tok <= 16
+            and config.hidden_size % 128 == 0
             and all(size % 32 == 0 for size in (config.hidden_size, config.moe_intermediate_size,
                                                  config.shared_expert_intermediate_size)))
 

@@ -90,25 +90,31 @@ class Qwen3NextCUDA:
         slots = [cache.allocate(num_tokens) for _ in range(batch)]
         return self.prefill(input_ids.tolist(), slots, cache, all_logits=True).view(batch, num_tokens, -1)
 
-    def decode_step_bytes(self, batch: int, context: int) -> int:
-        """What a decode step of ``batch`` sequences of ``context`` tokens reads at least (its floor): every weight
-        once, of the experts those that ``batch`` tokens select (expected count under uniform routing), each
-        sequence's DeltaNet states read and written, its keys and values."""
-        config, experts, total = self.config, self.config.num_experts, 0
-        selected = experts * (1 - (1 - self.config.num_experts_per_tok / experts) ** batch)
+    def weight_bytes(self, tokens: int) -> int:
+        """The weights a forward pass over ``tokens`` tokens reads at least once: every weight, of the experts those
+        the tokens select (expected count under uniform routing), of the embeddings one row per token."""
+        experts = self.config.num_experts
+        selected = experts * (1 - (1 - self.config.num_experts_per_tok / experts) ** tokens)
+        total = 0
         for name, weight in self._model.weights.items():
             if name.startswith("mtp."):  # the multi-token-prediction layer: not read by a decode step
                 continue
             if name == "model.embed_tokens.weight":
-                total += batch * weight[0].nbytes
+                total += tokens * weight[0].nbytes
             elif ".mlp.experts." in name:
                 total += int(weight.nbytes * selected / experts)
             else:
                 total += weight.nbytes
+        return total
+
+    def decode_step_bytes(self, batch: int, context: int) -> int:
+        """What a decode step of ``batch`` sequences of ``context`` tokens reads at least (its floor): the weights
+        (`weight_bytes`), each sequence's DeltaNet states read and written, its keys and values."""
+        config = self.config
         state = config.linear_num_value_heads * config.linear_value_head_dim * config.linear_key_head_dim * 4
         kv = 2 * context * config.num_key_value_heads * config.head_dim * self.dtype.itemsize
-        return total + batch * (2 * state * len(config.linear_attention_layers)
-                                + kv * len(config.full_attention_layers))
+        return self.weight_bytes(batch) + batch * (2 * state * len(config.linear_attention_layers)
+                                                   + kv * len(config.full_attention_layers))
 
     def new_cache(self, max_batch: int, max_len: int, state_dtype: torch.dtype = torch.float32) -> HybridCache:
         """An empty cache of ``max_batch`` slots of ``max_len`` tokens on the model's device and dtype."""

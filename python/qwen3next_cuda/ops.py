@@ -9,6 +9,7 @@ reference functions themselves.
 
 from __future__ import annotations
 
+import functools
 import json
 
 import torch
@@ -158,43 +159,76 @@ MOE_DECODE_MAX_TOKENS = 256  # the few-token kernels stream each selected expert
 
 
 def _moe_decode_fits(x: torch.Tensor, weights: reference.MoEWeights, top_k: int) -> bool:
-    """The few-token kernels' scope: bf16, up to MOE_DECODE_MAX_TOKENS tokens, <= 512 experts, top_k <= 16,
-    sizes in multiples of 32."""
+    """The few-token kernels' scope: bf16, up to MOE_DECODE_MAX_TOKENS tokens, a multiple of 16 experts up to 512,
+    top_k <= 16, the hidden size a multiple of 128, the widths of 32."""
     experts, double_width, hidden = weights.gate_up.shape
     return (HAS_KERNELS and x.is_cuda and x.dim() == 2 and 0 < x.shape[0] <= MOE_DECODE_MAX_TOKENS
-            and all(t.dtype == torch.bfloat16 for t in (x, *weights)) and experts <= 512
+            and all(t.dtype == torch.bfloat16 for t in (x, *weights)) and experts <= 512 and experts % 16 == 0
             and 0 < top_k <= min(16, experts)
-            and hidden % 32 == 0 and double_width % 64 == 0 and weights.shared_gate.shape[0] % 32 == 0)
+            and hidden % 128 == 0 and double_width % 64 == 0 and weights.shared_gate.shape[0] % 32 == 0)
 
 
 def _moe_grouped_fits(x: torch.Tensor, weights: reference.MoEWeights) -> bool:
-    """torch._grouped_mm's scope: bf16 on an sm90 GPU (its CUTLASS kernel), sizes in multiples of 16."""
+    """The many-token path's scope: bf16 on an sm80 or later GPU (our grouped GEMM kernels; torch._grouped_mm
+    without them, on sm90), sizes in multiples of 16."""
     experts, double_width, hidden = weights.gate_up.shape
-    return (x.is_cuda and hasattr(torch, "_grouped_mm") and torch.cuda.get_device_capability(x.device) == (9, 0)
+    capability = torch.cuda.get_device_capability(x.device) if x.is_cuda else (0, 0)
+    return ((HAS_KERNELS and capability >= (8, 0) or capability == (9, 0) and hasattr(torch, "_grouped_mm"))
             and x.dim() == 2 and all(t.dtype == torch.bfloat16 for t in (x, *weights))
             and hidden % 16 == 0 and double_width % 32 == 0)
+
+
+@functools.cache
+def _has_sm90a_kernels() -> bool:
+    return HAS_KERNELS and "90a" in build_info()["cuda_archs"].split(",")
+
+
+def _grouped_mm(a: torch.Tensor, b: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """out[rows of group e] = a[rows of e] @ b[e]^T, group e's rows ending at offsets[e]: our grouped GEMM (the
+    TMA + wgmma kernel on sm90 when built, the mma.sync one elsewhere), torch._grouped_mm without the extension."""
+    if not (HAS_KERNELS and a.is_cuda):
+        return torch._grouped_mm(a, b.transpose(1, 2), offs=offsets)
+    out = a.new_empty(a.shape[0], b.shape[1])
+    sm90a = torch.cuda.get_device_capability(a.device) == (9, 0) and _has_sm90a_kernels()
+    torch.ops.qwen3next.moe_grouped_gemm(out, a.contiguous(), b, offsets, not sm90a)
+    return out
 
 
 MOE_GROUPED_CHUNK = 8192  # tokens per pass of the many-token path: bounds its pair buffers (~1.5 GB at 8192)
 
 
 def _moe_grouped(x: torch.Tensor, w: reference.MoEWeights, top_k: int, norm_topk_prob: bool) -> torch.Tensor:
-    """Many tokens (prefill): the (token, expert) pairs sorted by expert on the device, the expert GEMMs by
-    torch._grouped_mm (its CUTLASS grouped GEMM; ours is issue 4's next step), the pairs summed back per token in
-    a fixed order (deterministic). No host sync."""
-    experts, hidden = w.gate_up.shape[0], x.shape[1]
+    """Many tokens (prefill): the (token, expert) pairs sorted by expert on the device, the expert GEMMs grouped
+    (`_grouped_mm`), each pair's activation scaled by its route weight (the down projection is linear, so the
+    combine is a sum), the pairs summed back per token in a fixed order (deterministic). No host sync. Our kernels
+    on a GPU (moe_swiglu, moe_combine), torch ops on the CPU."""
+    tokens, hidden = x.shape
+    experts = w.gate_up.shape[0]
+    kernels = HAS_KERNELS and x.is_cuda
     router_weights, ids = reference.router_topk(F.linear(x, w.router), top_k, norm_topk_prob)
     order = ids.flatten().argsort(stable=True)
     counts = torch.zeros(experts, dtype=torch.int32, device=x.device).scatter_add_(
         0, ids.flatten(), torch.ones_like(ids.flatten(), dtype=torch.int32))
     offsets = counts.cumsum(0, dtype=torch.int32)
-    gate, up = torch._grouped_mm(x[order // top_k], w.gate_up.transpose(1, 2), offs=offsets).chunk(2, dim=-1)
-    expert_out = torch._grouped_mm(F.silu(gate) * up, w.down.transpose(1, 2), offs=offsets)
-    pair_out = torch.empty_like(expert_out)
-    pair_out[order] = expert_out  # back to (token, k) order
-    routed = torch.einsum("nk,nkh->nh", router_weights, pair_out.view(-1, top_k, hidden).float())
+    gate_up = _grouped_mm(x[order // top_k], w.gate_up, offsets)
+    scale = router_weights.flatten()[order]
+    if kernels:
+        act = gate_up.new_empty(gate_up.shape[0], gate_up.shape[1] // 2)
+        torch.ops.qwen3next.moe_swiglu(act, gate_up, scale)
+    else:
+        gate, up = gate_up.chunk(2, dim=-1)
+        act = F.silu(gate) * up * scale[:, None].to(x.dtype)
+    expert_out = _grouped_mm(act, w.down, offsets)
+    pair_of = torch.empty_like(order)
+    pair_of[order] = torch.arange(order.numel(), device=x.device)  # (token, k) -> its row in the sorted order
     shared = F.linear(F.silu(F.linear(x, w.shared_gate)) * F.linear(x, w.shared_up), w.shared_down)
-    return (routed + torch.sigmoid(F.linear(x, w.shared_expert_gate).float()) * shared.float()).to(x.dtype)
+    gate = F.linear(x, w.shared_expert_gate)
+    if kernels:
+        out = torch.empty_like(x)
+        torch.ops.qwen3next.moe_combine(out, expert_out, pair_of.view(tokens, top_k), shared, gate)
+        return out
+    routed = expert_out[pair_of].view(tokens, top_k, hidden).sum(1, dtype=torch.float32)
+    return (routed + torch.sigmoid(gate.float()) * shared.float()).to(x.dtype)
 
 
 def moe(x: torch.Tensor, weights: reference.MoEWeights, top_k: int, norm_topk_prob: bool) -> torch.Tensor:
@@ -205,8 +239,7 @@ def moe(x: torch.Tensor, weights: reference.MoEWeights, top_k: int, norm_topk_pr
         return reference.moe(x, weights, top_k, norm_topk_prob)
     x = x.contiguous()
     out = torch.empty_like(x)
-    logits = torch.nn.functional.linear(x, weights.router)  # cuBLAS, in x's dtype as the reference
-    torch.ops.qwen3next.moe_decode(out, x, logits, weights.gate_up, weights.down, weights.shared_gate,
+    torch.ops.qwen3next.moe_decode(out, x, weights.router, weights.gate_up, weights.down, weights.shared_gate,
                                    weights.shared_up, weights.shared_down, weights.shared_expert_gate, top_k,
                                    norm_topk_prob)
     return out
@@ -296,8 +329,20 @@ if HAS_KERNELS:
         return None
 
     @torch.library.register_fake("qwen3next::moe_decode")
-    def _(out, x, router_logits, gate_up, down, shared_gate, shared_up, shared_down, shared_expert_gate, top_k,
+    def _(out, x, router, gate_up, down, shared_gate, shared_up, shared_down, shared_expert_gate, top_k,
           norm_topk_prob):
+        return None
+
+    @torch.library.register_fake("qwen3next::moe_grouped_gemm")
+    def _(out, a, b, offsets, portable):
+        return None
+
+    @torch.library.register_fake("qwen3next::moe_swiglu")
+    def _(act, gate_up, scale):
+        return None
+
+    @torch.library.register_fake("qwen3next::moe_combine")
+    def _(out, routed, pair_of, shared, gate):
         return None
 
     @torch.library.register_fake("qwen3next::attention_prepass")
