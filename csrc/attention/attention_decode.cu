@@ -1,4 +1,5 @@
 #include "attention/attention_decode_kernel.cuh"
+#include "common/device.h"
 #include "common/launch.h"
 
 namespace qwen3next {
@@ -21,10 +22,7 @@ void run_attention_decode(const AttentionDecodeParams& p, cudaStream_t stream) {
   if (p.batch == 0) return;
   const int rows = p.query_heads / p.kv_heads * p.tokens;
   const int row_tiles = rows <= 16 ? 1 : rows <= 32 ? 2 : 4;
-  int device = 0, optin = 0;
-  cudaGetDevice(&device);
-  cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-  if (SplitSmem<3>::bytes(row_tiles) <= optin) {
+  if (SplitSmem<3>::bytes(row_tiles) <= current_device_attribute<cudaDevAttrMaxSharedMemoryPerBlockOptin>()) {
     launch_split<3>(p, row_tiles, stream);
   } else {
     launch_split<2>(p, row_tiles, stream);

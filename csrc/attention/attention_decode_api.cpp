@@ -6,17 +6,13 @@
 
 #include "attention/attention_checks.h"
 #include "attention/attention_decode.h"
+#include "common/device.h"
 
 namespace qwen3next {
 
 namespace {
 constexpr int64_t kHeadDim = 256, kMaxRows = 64, kKeysPerStage = 64, kMaxSplits = 256;
 
-int multiprocessors(int device) {
-  int count = 0;
-  cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device);
-  return std::max(count, 1);
-}
 }  // namespace
 
 void attention_decode(at::Tensor& out, const at::Tensor& q, const at::Tensor& gate, const at::Tensor& key_cache,
@@ -37,7 +33,7 @@ void attention_decode(at::Tensor& out, const at::Tensor& q, const at::Tensor& ga
   // Splits: one wave (a split CTA fills an SM's shared memory) over the batch and KV heads, each split with at
   // least a stage of keys; at most kMaxSplits, one per thread of the reduce.
   const int64_t context = std::min(max_context, l.max_len);
-  const int64_t wanted = multiprocessors(q.get_device()) / (batch * kv_heads);
+  const int64_t wanted = device_attribute<cudaDevAttrMultiProcessorCount>(q.get_device()) / (batch * kv_heads);
   const int64_t splits = std::clamp(std::min(wanted, (context + kKeysPerStage - 1) / kKeysPerStage), int64_t(1),
                                     kMaxSplits);
   const auto fp32 = q.options().dtype(at::kFloat);

@@ -6,6 +6,7 @@
 #include <initializer_list>
 
 #include "common/checks.h"
+#include "common/device.h"
 #include "gdn/gdn_decode.h"
 
 namespace qwen3next {
@@ -72,9 +73,7 @@ void gdn_decode(at::Tensor& out, at::Tensor& conv_state, at::Tensor& recurrent_s
   QN_CHECK_CONTIGUOUS(norm_weight);
   TORCH_CHECK(eps > 0, "gdn_decode: eps must be positive, got ", eps);
   const c10::cuda::OptionalCUDAGuard guard(qkvz.device());
-  int major = 0;
-  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, qkvz.get_device());
-  TORCH_CHECK(major >= 9, "gdn_decode: needs thread-block clusters (sm90 or newer)");
+  TORCH_CHECK(device_attribute<cudaDevAttrComputeCapabilityMajor>(qkvz.get_device()) >= 9, "gdn_decode: needs thread-block clusters (sm90 or newer)");
 
   GdnDecodeParams p{};
   p.qkvz = qkvz.data_ptr();

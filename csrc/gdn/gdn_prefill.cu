@@ -1,5 +1,6 @@
 #include <algorithm>
 
+#include "common/device.h"
 #include "common/launch.h"
 #include "gdn/gdn_prefill_kernel.cuh"
 
@@ -26,12 +27,9 @@ void run_gdn_prefill(const GdnPrefillParams& p, cudaStream_t stream) {
   const dim3 chunk_grid(std::max(p.max_chunks, 1), p.key_heads, p.seqs);
   gdn_prefill_prepare_kernel<<<chunk_grid, kThreads, sizeof(PrepareSmem), stream>>>(p);
   QN_CHECK_LAUNCH();
-  int device = 0, multiprocessors = 1, shared_bytes = 0;
-  cudaGetDevice(&device);
-  cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device);
-  cudaDeviceGetAttribute(&shared_bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
   // Two stages when there are CTAs enough for two per SM, or where three do not fit (sm86 / sm89: 99 KiB).
-  if (kDim / kCols * p.value_heads * p.seqs >= 2 * multiprocessors || shared_bytes < int(sizeof(StateSmem<3>))) {
+  if (kDim / kCols * p.value_heads * p.seqs >= 2 * current_device_attribute<cudaDevAttrMultiProcessorCount>() ||
+      current_device_attribute<cudaDevAttrMaxSharedMemoryPerBlockOptin>() < int(sizeof(StateSmem<3>))) {
     launch_state<2>(p, stream);
   } else {
     launch_state<3>(p, stream);

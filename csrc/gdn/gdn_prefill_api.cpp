@@ -5,6 +5,7 @@
 #include <initializer_list>
 
 #include "common/checks.h"
+#include "common/device.h"
 #include "gdn/gdn_prefill.h"
 
 namespace qwen3next {
@@ -70,9 +71,7 @@ void gdn_prefill(at::Tensor& out, at::Tensor& recurrent_state, const at::Tensor&
               "gdn_prefill: at most 2^31 workspace elements and 65535 sequences per call");
   if (seqs == 0 || tokens == 0) return;
   const c10::cuda::OptionalCUDAGuard guard(qkv.device());
-  int major = 0;
-  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, qkv.get_device());
-  TORCH_CHECK(major >= 8, "gdn_prefill: needs sm80 or newer");
+  TORCH_CHECK(device_attribute<cudaDevAttrComputeCapabilityMajor>(qkv.get_device()) >= 8, "gdn_prefill: needs sm80 or newer");
 
   // Workspace passed between the three kernels (stream-ordered through the caching allocator).
   const auto bf16 = qkv.options().dtype(at::kBFloat16);

@@ -14,6 +14,7 @@
 #include <initializer_list>
 
 #include "common/checks.h"
+#include "common/device.h"
 #include "common/launch.h"
 #include "cutlass/cutlass.h"
 #include "cutlass/epilogue/thread/linear_combination.h"
@@ -172,8 +173,6 @@ __global__ void setup_sm90_kernel(Sm90Arrays g, const int32_t* offsets, int grou
 void run_sm90(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, const at::Tensor& offsets,
               cudaStream_t stream) {
   const int64_t groups = b.size(0), n = b.size(1), k = b.size(2);
-  int multiprocessors = 0;
-  cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, a.get_device());
   const at::Tensor arrays = at::empty({groups * int64_t(sizeof(Shape3) + 3 * sizeof(void*) + sizeof(StrideA) +
                                                         sizeof(StrideB) + sizeof(StrideD)) + 7 * 16},
                                       a.options().dtype(at::kByte));
@@ -189,7 +188,7 @@ void run_sm90(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, const a
 
   cutlass::KernelHardwareInfo hw_info;
   hw_info.device_id = a.get_device();
-  hw_info.sm_count = multiprocessors;
+  hw_info.sm_count = device_attribute<cudaDevAttrMultiProcessorCount>(a.get_device());
   typename Sm90Gemm::Arguments args{cutlass::gemm::GemmUniversalMode::kGrouped,
                                     {static_cast<int>(groups), g.shapes, nullptr},
                                     {g.a, g.stride_a, g.b, g.stride_b},
@@ -222,8 +221,7 @@ void moe_grouped_gemm(at::Tensor& out, const at::Tensor& a, const at::Tensor& b,
   for (const at::Tensor* t : std::initializer_list<const at::Tensor*>{&out, &a, &b}) {
     TORCH_CHECK(t->scalar_type() == at::kBFloat16, "moe_grouped_gemm: a, b and out must be bfloat16, got ",
                 t->scalar_type());
-    TORCH_CHECK(reinterpret_cast<uintptr_t>(t->data_ptr()) % 16 == 0,
-                "moe_grouped_gemm: a, b and out must start on a 16-byte boundary");
+    TORCH_CHECK(vector_aligned(*t), "moe_grouped_gemm: a, b and out must start on a 16-byte boundary");
   }
   TORCH_CHECK(offsets.scalar_type() == at::kInt, "moe_grouped_gemm: offsets must be int32, got ",
               offsets.scalar_type());
@@ -237,9 +235,8 @@ void moe_grouped_gemm(at::Tensor& out, const at::Tensor& a, const at::Tensor& b,
   if (rows == 0 || groups == 0) return;
   const c10::cuda::OptionalCUDAGuard guard(a.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  int major = 0, minor = 0;
-  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, a.get_device());
-  cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, a.get_device());
+  const int major = device_attribute<cudaDevAttrComputeCapabilityMajor>(a.get_device());
+  const int minor = device_attribute<cudaDevAttrComputeCapabilityMinor>(a.get_device());
   if (portable) {
     TORCH_CHECK(major >= 8, "moe_grouped_gemm: needs an sm80 or later GPU, got sm", major, minor);
     run_portable(out, a, b, offsets, stream);

@@ -91,9 +91,8 @@ void moe_swiglu(at::Tensor& act, const at::Tensor& gate_up, const at::Tensor& sc
   const int64_t pairs = gate_up.size(0), width = gate_up.size(1) / 2;
   QN_CHECK_SHAPE(act, pairs, width);
   QN_CHECK_SHAPE(scale, pairs);
-  TORCH_CHECK(reinterpret_cast<uintptr_t>(act.data_ptr()) % 16 == 0 &&
-              reinterpret_cast<uintptr_t>(gate_up.data_ptr()) % 16 == 0,
-              "moe_swiglu: act and gate_up must start on a 16-byte boundary");
+  TORCH_CHECK(vector_aligned(act) && vector_aligned(gate_up), "moe_swiglu: act and gate_up must start on a 16-byte "
+              "boundary");
   if (pairs == 0) return;
   const c10::cuda::OptionalCUDAGuard guard(gate_up.device());
   const int64_t threads = pairs * width / 8;
@@ -129,8 +128,7 @@ void moe_combine(at::Tensor& out, const at::Tensor& routed, const at::Tensor& pa
   TORCH_CHECK(top_k >= 1 && top_k <= kMaxTopK, "moe_combine: top_k must be in [1, ", kMaxTopK, "], got ", top_k);
   TORCH_CHECK(hidden % 8 == 0, "moe_combine: the hidden size must be a multiple of 8, got ", hidden);
   for (const at::Tensor* t : std::initializer_list<const at::Tensor*>{&out, &routed, &shared}) {
-    TORCH_CHECK(reinterpret_cast<uintptr_t>(t->data_ptr()) % 16 == 0,
-                "moe_combine: out, routed and shared must start on a 16-byte boundary");
+    TORCH_CHECK(vector_aligned(*t), "moe_combine: out, routed and shared must start on a 16-byte boundary");
   }
   if (tokens == 0) return;
   const c10::cuda::OptionalCUDAGuard guard(routed.device());
