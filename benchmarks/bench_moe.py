@@ -3,10 +3,9 @@ expert) at the published model's sizes, one layer's weights; moe_decode for a fe
 
 ours: ops.moe. For moe_decode its few-token path (our router GEMM, routing, grouping, expert and combine kernels);
 for moe_prefill its many-token path (pairs sorted by expert with torch ops, our grouped GEMMs, swiglu and combine
-kernels). torch_grouped_mm: the same
-block in torch with the expert GEMMs by torch._grouped_mm over tokens sorted by expert (the path transformers'
-grouped_mm experts take, combined by index_add), graph-capturable. All graph-replayed over input sets whose routings
-differ, so the selected experts are not in L2.
+kernels). torch_grouped_mm: the same block in torch with the expert GEMMs by torch._grouped_mm over tokens sorted by
+expert (the path transformers' grouped_mm experts take, combined by index_add), graph-capturable. All
+graph-replayed over input sets whose routings differ, so the selected experts are not in L2.
 
 Bytes (moe_decode): the distinct experts the sets actually select (mean over the sets) x 3 x H x I x 2, the shared
 expert, the router, the activations. FLOPs (moe_prefill): the routed experts' GEMMs, 2 x tokens x top-k x 3 x H x I

@@ -16,6 +16,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from benchmarks.bench_moe import HIDDEN, TOP_K, random_weights
+from benchmarks.profile_step import print_kernel_times
 from qwen3next_cuda import ops
 
 
@@ -35,11 +36,8 @@ def main(argv: list[str] | None = None) -> None:
             for _ in range(args.calls):
                 ops.moe(x, weights, TOP_K, True)
             torch.cuda.synchronize()
-        kernels = sorted((e for e in prof.key_averages() if e.device_time_total > 0),
-                         key=lambda e: -e.device_time_total)
-        print(f"== moe, {tokens} tokens (µs per call)")
-        for e in kernels:
-            print(f"{e.device_time_total / args.calls:9.2f}  x{e.count / args.calls:<4.0f} {e.key[:100]}")
+        print(f"== moe, {tokens} tokens, per call")
+        print_kernel_times(prof, args.calls)
 
 
 if __name__ == "__main__":

@@ -43,11 +43,20 @@ def main(argv: list[str] | None = None) -> None:
         for _ in range(REPLAYS):
             decode(tokens, slots)
         torch.cuda.synchronize()
-    kernels = sorted((e for e in prof.key_averages() if e.device_time_total > 0), key=lambda e: -e.device_time_total)
-    total = sum(e.device_time_total for e in kernels) / REPLAYS
+    total = sum(e.device_time_total for e in kernel_times(prof)) / REPLAYS
     print(f"step {step_us:.1f} µs wall (graph replay), kernels {total:.1f} µs, gaps and host {step_us - total:.1f} µs")
-    for e in kernels:
-        print(f"{e.device_time_total / REPLAYS:9.2f} µs  x{e.count / REPLAYS:<4.0f} {e.key[:100]}")
+    print_kernel_times(prof, REPLAYS)
+
+
+def kernel_times(prof) -> list:
+    """The profiler's GPU activities by kernel, the longest in total first."""
+    return sorted((e for e in prof.key_averages() if e.device_time_total > 0), key=lambda e: -e.device_time_total)
+
+
+def print_kernel_times(prof, calls: int) -> None:
+    """Each kernel's GPU time and launches per call over ``calls`` profiled calls."""
+    for e in kernel_times(prof):
+        print(f"{e.device_time_total / calls:9.2f} µs  x{e.count / calls:<4.0f} {e.key[:100]}")
 
 
 if __name__ == "__main__":

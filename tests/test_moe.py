@@ -120,8 +120,7 @@ def grouped_gemm_kernels():
     """The grouped GEMM kernels this GPU and build can run: "portable" (sm80+), "sm90a" (sm90, a build with 90a)."""
     if not (torch.cuda.is_available() and ops.HAS_KERNELS):
         return []
-    sm90a = torch.cuda.get_device_capability() == (9, 0) and "90a" in ops.build_info()["cuda_archs"].split(",")
-    return ["portable"] + ["sm90a"] * sm90a
+    return ["portable"] + ["sm90a"] * ops.sm90a_grouped_gemm(torch.device("cuda"))
 
 
 GROUPED_GEMM_KERNELS = ["portable", "sm90a"]

@@ -183,14 +183,18 @@ def _has_sm90a_kernels() -> bool:
     return HAS_KERNELS and "90a" in build_info()["cuda_archs"].split(",")
 
 
+def sm90a_grouped_gemm(device: torch.device) -> bool:
+    """Whether the grouped GEMM's TMA + wgmma kernel runs on ``device``: an sm90 GPU and a build with 90a."""
+    return torch.cuda.get_device_capability(device) == (9, 0) and _has_sm90a_kernels()
+
+
 def _grouped_mm(a: torch.Tensor, b: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     """out[rows of group e] = a[rows of e] @ b[e]^T, group e's rows ending at offsets[e]: our grouped GEMM (the
     TMA + wgmma kernel on sm90 when built, the mma.sync one elsewhere), torch._grouped_mm without the extension."""
     if not (HAS_KERNELS and a.is_cuda):
         return torch._grouped_mm(a, b.transpose(1, 2), offs=offsets)
     out = a.new_empty(a.shape[0], b.shape[1])
-    sm90a = torch.cuda.get_device_capability(a.device) == (9, 0) and _has_sm90a_kernels()
-    torch.ops.qwen3next.moe_grouped_gemm(out, a.contiguous(), b, offsets, not sm90a)
+    torch.ops.qwen3next.moe_grouped_gemm(out, a.contiguous(), b, offsets, not sm90a_grouped_gemm(a.device))
     return out
 
 

@@ -34,14 +34,14 @@ from .config import FULL_ATTENTION, Qwen3NextConfig
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 FP32_TENSORS = ("A_log", "dt_bias")  # last name component of the tensors kept in fp32
+EXPERT_PROJS = ("gate_proj", "up_proj", "down_proj")
+
+Shape = tuple[int, ...]
 
 
 def storage_dtype(name: str, dtype: torch.dtype) -> torch.dtype:
     """The dtype the model keeps tensor ``name`` in when loaded in ``dtype``: fp32 for ``A_log``/``dt_bias``."""
     return torch.float32 if name.rsplit(".", 1)[-1] in FP32_TENSORS else dtype
-EXPERT_PROJS = ("gate_proj", "up_proj", "down_proj")
-
-Shape = tuple[int, ...]
 _FLOAT_DTYPES = {"BF16": 2, "F16": 2, "F32": 4, "F64": 8}  # safetensors dtype -> bytes per element
 _PER_EXPERT = re.compile(r"^(?P<experts>.+\.mlp\.experts)\.(?P<expert>\d+)\.(?P<proj>\w+)\.weight$")
 _MTP_LAYER = re.compile(r"^mtp\.layers\.\d+\.")
