@@ -6,6 +6,9 @@
 
 #include <array>
 #include <atomic>
+#include <utility>
+
+#include "common/device.h"
 
 // After every kernel launch: report launch errors at the launch site (no device sync).
 #define QN_CHECK_LAUNCH() C10_CUDA_KERNEL_LAUNCH_CHECK()
@@ -26,6 +29,25 @@ void allow_shared_memory(int bytes, const char* op) {
   TORCH_CHECK(set == cudaSuccess, op, ": the kernel needs ", bytes / 1024, " KiB of shared memory per block, which "
               "this GPU does not allow (", cudaGetErrorString(set), ")");
   allowed_bytes.store(bytes, std::memory_order_relaxed);
+}
+
+// kernel<<<grid, block, shared_bytes, stream>>>(args...) launched chained to the kernel before it in the stream
+// (programmatic dependent launch, sm90+): it may start while that one runs, and must follow common/chain.cuh's rules.
+// Before sm90 a plain launch.
+template <typename... Params, typename... Args>
+void launch_chained(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t stream,
+                    Args&&... args) {
+  cudaLaunchAttribute chained{};
+  chained.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  chained.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = shared_bytes;
+  config.stream = stream;
+  config.attrs = &chained;
+  config.numAttrs = current_device_attribute<cudaDevAttrComputeCapabilityMajor>() >= 9 ? 1 : 0;
+  C10_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...));
 }
 
 }  // namespace qwen3next

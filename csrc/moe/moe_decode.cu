@@ -9,21 +9,19 @@ using namespace moe_decode;
 
 namespace {
 
+// Chained launches (common/chain.cuh): each kernel's prologue (weights asked of L2, the shared gate, the groups
+// known two launches back) overlaps the tail of the one before.
 template <int kTokenTiles>
 void run_passes(const MoeDecodeParams& p, cudaStream_t stream) {
-  moe_gemm_kernel<Pass::kRouter, kTokenTiles><<<dim3(p.experts / kTileRows, kRouterSplits), kThreads, 0, stream>>>(p);
-  QN_CHECK_LAUNCH();
-  const size_t route_bytes = sizeof(int) * (2 * size_t(p.experts) + 2 * size_t(p.tokens) * p.top_k);
-  moe_route_kernel<<<1, kRouteThreads, route_bytes, stream>>>(p);
-  QN_CHECK_LAUNCH();
   const int widest = std::max(p.expert_width, p.shared_width);
-  moe_gemm_kernel<Pass::kGateUp, kTokenTiles><<<dim3(widest / kTileRows, p.max_groups), kThreads, 0, stream>>>(p);
-  QN_CHECK_LAUNCH();
-  moe_gemm_kernel<Pass::kDown, kTokenTiles><<<dim3(p.hidden_size / kTileRows, p.max_groups), kThreads, 0, stream>>>(
-      p);
-  QN_CHECK_LAUNCH();
-  moe_combine_kernel<<<p.tokens, 256, 0, stream>>>(p);
-  QN_CHECK_LAUNCH();
+  launch_chained(moe_gemm_kernel<Pass::kRouter, kTokenTiles>, dim3(p.experts / kTileRows, kRouterSplits), kThreads, 0,
+                 stream, p);
+  launch_chained(moe_route_kernel, 1, kRouteThreads, route_shared_bytes(p.experts, p.tokens, p.top_k), stream, p);
+  launch_chained(moe_gemm_kernel<Pass::kGateUp, kTokenTiles>, dim3(widest / kTileRows, p.max_groups), kThreads, 0,
+                 stream, p);
+  launch_chained(moe_gemm_kernel<Pass::kDown, kTokenTiles>, dim3(p.hidden_size / kTileRows, p.max_groups), kThreads,
+                 0, stream, p);
+  launch_chained(moe_combine_kernel, p.tokens, 256, 0, stream, p);
 }
 
 }  // namespace

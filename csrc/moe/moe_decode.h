@@ -8,8 +8,9 @@
 //   gate_up  (row tile x group)    h = silu(gate x) * up x for the group's tokens       -> hidden [pairs, Imax]
 //   down     (row tile x group)    y = down h                                            -> expert_out [pairs, H]
 //   combine  (a CTA per token)     out = sum_k w_k y_k + sigmoid(shared gate) y_shared  (fixed order: deterministic)
-// The shared expert is the last group (expert id E), holding every token. The GEMMs run on tensor cores with the
-// weights loaded straight from global memory into mma fragments (see moe_decode_kernel.cuh).
+// The shared expert is the first group (expert id E, pairs [0, N)), holding every token. The five kernels are launched
+// chained (common/chain.cuh). The GEMMs run on tensor cores with the weights loaded straight from global memory into
+// mma fragments (see moe_decode_kernel.cuh).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -34,7 +35,7 @@ struct MoeDecodeParams {
   float* token_weight;  // [N, top_k + 1]: the renormalised route weights, then the shared gate
   int32_t* token_pair;  // [N, top_k + 1]: where each of the token's pairs sits in the grouped order
   int32_t* pair_token;  // [P]: the token of each grouped pair
-  int32_t* group_expert;  // [G]: the expert of each group (E: the shared expert)
+  int32_t* group_expert;  // [G]: the expert of each group (group 0: E, the shared expert)
   int32_t* group_start;  // [G + 1]: group g's pairs are [group_start[g], group_start[g + 1])
   int32_t* num_groups;  // [1]
   void* hidden;  // [P, Imax] bf16

@@ -13,7 +13,7 @@ namespace qwen3next {
 namespace {
 // The kernels' limits: the route kernel keeps one expert per thread and a warp's lanes for the top-k; the
 // GEMMs move 32-wide k-blocks of 16 rows, the router's in 4 K splits; the route kernel's shared memory,
-// 4 x (2 E + 2 N top_k) bytes, bounds the tokens: 36 KiB at the largest E and top_k, under the 48 KiB a launch
+// 4 x (2 E + 2 N top_k + N) bytes, bounds the tokens: 37 KiB at the largest E and top_k, under the 48 KiB a launch
 // gets without opting in.
 constexpr int64_t kMaxExperts = 512, kMaxTopK = 16, kBlockK = 32, kTileRows = 16, kRouterSplits = 4,
                   kMaxTokens = 256;

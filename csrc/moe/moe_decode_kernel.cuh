@@ -11,6 +11,7 @@
 
 #include <cuda_bf16.h>
 
+#include "common/chain.cuh"
 #include "common/mma.cuh"
 #include "common/vec.cuh"
 #include "moe/moe_decode.h"
@@ -53,17 +54,49 @@ __device__ __forceinline__ int block_exclusive_scan(int value, int* warp_sums, i
   return before + inclusive - value;
 }
 
-// A router logit: the K splits' partial sums in a fixed order, rounded to bf16 as a bf16 GEMM's output is (the
-// reference's logits), so that both pick the same experts.
-__device__ __forceinline__ float router_logit(const MoeDecodeParams& p, int token, int expert) {
-  float sum = 0.f;
+// Lane `lane`'s router logits of `token`, experts [16 lane, 16 lane + 16) (none past the experts: experts % 16 == 0):
+// the K splits' partial sums added in a fixed order and rounded to bf16 as a bf16 GEMM's output is (the reference's
+// logits), so that both pick the same experts. The splits' 16 vector loads are all issued before the first sum: one
+// memory round trip, where strided scalar loads had each expert's four waited on in turn (~9 µs a token).
+constexpr int kLaneExperts = kMaxExperts / 32;
+static_assert(kLaneExperts % 4 == 0 && kTileRows % kLaneExperts == 0, "a lane's experts: whole float4s, all or none");
+
+__device__ __forceinline__ void lane_router_logits(const MoeDecodeParams& p, int token, int lane,
+                                                   float (&logit)[kLaneExperts]) {
+  const int first = kLaneExperts * lane;
+  if (first >= p.experts) {
 #pragma unroll
-  for (int s = 0; s < kRouterSplits; ++s) sum += p.router_partial[(int64_t(s) * p.tokens + token) * p.experts + expert];
-  return __bfloat162float(__float2bfloat16_rn(sum));
+    for (int i = 0; i < kLaneExperts; ++i) logit[i] = -INFINITY;
+    return;
+  }
+  float4 partial[kRouterSplits][kLaneExperts / 4];
+#pragma unroll
+  for (int s = 0; s < kRouterSplits; ++s) {
+    const float4* row = reinterpret_cast<const float4*>(p.router_partial + (int64_t(s) * p.tokens + token) * p.experts + first);
+#pragma unroll
+    for (int v = 0; v < kLaneExperts / 4; ++v) partial[s][v] = row[v];
+  }
+#pragma unroll
+  for (int v = 0; v < kLaneExperts / 4; ++v) {
+    float4 sum = partial[0][v];
+#pragma unroll
+    for (int s = 1; s < kRouterSplits; ++s) {
+      sum.x += partial[s][v].x, sum.y += partial[s][v].y, sum.z += partial[s][v].z, sum.w += partial[s][v].w;
+    }
+    logit[4 * v] = __bfloat162float(__float2bfloat16_rn(sum.x));
+    logit[4 * v + 1] = __bfloat162float(__float2bfloat16_rn(sum.y));
+    logit[4 * v + 2] = __bfloat162float(__float2bfloat16_rn(sum.z));
+    logit[4 * v + 3] = __bfloat162float(__float2bfloat16_rn(sum.w));
+  }
 }
 
-// Dynamic shared memory: counts[E], offsets[E], pair_expert[N * top_k], pair_rank[N * top_k] (ints).
-__global__ void __launch_bounds__(kRouteThreads) moe_route_kernel(const MoeDecodeParams p) {
+// Dynamic shared memory: counts[E], offsets[E], pair_expert[N * top_k], pair_rank[N * top_k] (ints), shared_gate[N]
+// (floats): route_shared_bytes.
+inline size_t route_shared_bytes(int experts, int tokens, int top_k) {
+  return sizeof(int) * (2 * size_t(experts) + 2 * size_t(tokens) * top_k) + sizeof(float) * size_t(tokens);
+}
+
+__global__ void __launch_bounds__(kRouteThreads, 1) moe_route_kernel(const MoeDecodeParams p) {
   extern __shared__ int route_smem[];
   __shared__ int warp_sums[kRouteWarps];
   const int num_experts = p.experts, top_k = p.top_k, tokens = p.tokens, routed_pairs = tokens * top_k;
@@ -71,70 +104,14 @@ __global__ void __launch_bounds__(kRouteThreads) moe_route_kernel(const MoeDecod
   int* offsets = counts + num_experts;
   int* pair_expert = offsets + num_experts;
   int* pair_rank = pair_expert + routed_pairs;
+  float* shared_gate = reinterpret_cast<float*>(pair_rank + routed_pairs);
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   for (int e = tid; e < num_experts; e += kRouteThreads) counts[e] = 0;
-  __syncthreads();
 
-  // A warp per token: softmax, top-k (largest first, ties to the lower id), renormalise.
-  constexpr int kPerLane = kMaxExperts / 32;
-  for (int token = warp; token < tokens; token += kRouteWarps) {
-    float prob[kPerLane];
-    float max_logit = -INFINITY;
-#pragma unroll
-    for (int i = 0; i < kPerLane; ++i) {
-      const int e = lane + 32 * i;
-      prob[i] = e < num_experts ? router_logit(p, token, e) : -INFINITY;
-      max_logit = fmaxf(max_logit, prob[i]);
-    }
-#pragma unroll
-    for (int offset = 16; offset > 0; offset /= 2) {
-      max_logit = fmaxf(max_logit, __shfl_xor_sync(0xffffffffu, max_logit, offset));
-    }
-    float sum = 0.f;
-#pragma unroll
-    for (int i = 0; i < kPerLane; ++i) {
-      const bool valid = lane + 32 * i < num_experts;
-      const float unnormalised = valid ? expf(prob[i] - max_logit) : 0.f;
-      sum += unnormalised;
-      prob[i] = valid ? unnormalised : -2.f;  // never chosen
-    }
-    sum = group_sum<32>(sum);
-    const float inv_sum = 1.f / sum;
-    float my_weight = 0.f, chosen_sum = 0.f;
-    int my_expert = 0;
-    for (int k = 0; k < top_k; ++k) {
-      float best = -1.f;
-      int best_expert = num_experts;
-#pragma unroll
-      for (int i = 0; i < kPerLane; ++i) {
-        if (prob[i] > best) best = prob[i], best_expert = lane + 32 * i;  // ascending ids: the first max wins
-      }
-#pragma unroll
-      for (int offset = 16; offset > 0; offset /= 2) {
-        const float other = __shfl_xor_sync(0xffffffffu, best, offset);
-        const int other_expert = __shfl_xor_sync(0xffffffffu, best_expert, offset);
-        if (other > best || (other == best && other_expert < best_expert)) best = other, best_expert = other_expert;
-      }
-      best_expert = min(best_expert, num_experts - 1);  // NaN logits match nothing: garbage, but in bounds
-#pragma unroll
-      for (int i = 0; i < kPerLane; ++i) {
-        if (lane + 32 * i == best_expert) prob[i] = -1.f;  // taken (probabilities are >= 0)
-      }
-      const float weight = best * inv_sum;
-      chosen_sum += weight;
-      if (lane == k) my_weight = weight, my_expert = best_expert;
-    }
-    float* weights = p.token_weight + int64_t(token) * (top_k + 1);
-    if (lane < top_k) {
-      weights[lane] = p.norm_topk_prob ? my_weight / chosen_sum : my_weight;
-      pair_expert[token * top_k + lane] = my_expert;
-      pair_rank[token * top_k + lane] = atomicAdd(&counts[my_expert], 1);  // order within an expert: any
-    }
-  }
-  // The shared expert's gate sigmoid(shared_expert_gate . x), a warp per token from the last warp down, so that
-  // with few tokens it runs beside the top-k above rather than after it; a lane's loads all issued at once.
+  // The shared expert's gate sigmoid(shared_expert_gate . x), a warp per token, while the router pass still runs (x
+  // was written two launches back); a lane's loads all issued at once.
   constexpr int kGateVectors = 8;  // 16-byte vectors per lane in flight: a hidden size of 2048 in one round trip
-  for (int token = kRouteWarps - 1 - warp; token < tokens; token += kRouteWarps) {
+  for (int token = warp; token < tokens; token += kRouteWarps) {
     const bf16* x = static_cast<const bf16*>(p.x) + int64_t(token) * p.hidden_size;
     const bf16* w = static_cast<const bf16*>(p.shared_expert_gate);
     float gate = 0.f;
@@ -157,15 +134,73 @@ __global__ void __launch_bounds__(kRouteThreads) moe_route_kernel(const MoeDecod
       }
     }
     gate = group_sum<32>(gate);
-    if (lane == 0) p.token_weight[int64_t(token) * (top_k + 1) + top_k] = 1.f / (1.f + expf(-gate));
+    if (lane == 0) shared_gate[token] = 1.f / (1.f + expf(-gate));
+  }
+  __syncthreads();
+  await_previous_kernel();  // the router pass's partial logits
+
+  // A warp per token: softmax, top-k (largest first, ties to the lower id), renormalise.
+  const int first_expert = kLaneExperts * lane;  // this lane's experts: first_expert + i
+  for (int token = warp; token < tokens; token += kRouteWarps) {
+    float prob[kLaneExperts];
+    lane_router_logits(p, token, lane, prob);
+    float max_logit = -INFINITY;
+#pragma unroll
+    for (int i = 0; i < kLaneExperts; ++i) max_logit = fmaxf(max_logit, prob[i]);
+#pragma unroll
+    for (int offset = 16; offset > 0; offset /= 2) {
+      max_logit = fmaxf(max_logit, __shfl_xor_sync(0xffffffffu, max_logit, offset));
+    }
+    const bool valid = first_expert < num_experts;
+    float sum = 0.f;
+#pragma unroll
+    for (int i = 0; i < kLaneExperts; ++i) {
+      const float unnormalised = valid ? expf(prob[i] - max_logit) : 0.f;
+      sum += unnormalised;
+      prob[i] = valid ? unnormalised : -2.f;  // never chosen
+    }
+    sum = group_sum<32>(sum);
+    const float inv_sum = 1.f / sum;
+    float my_weight = 0.f, chosen_sum = 0.f;
+    int my_expert = 0;
+    for (int k = 0; k < top_k; ++k) {
+      float best = -1.f;
+      int best_expert = num_experts;
+#pragma unroll
+      for (int i = 0; i < kLaneExperts; ++i) {
+        if (prob[i] > best) best = prob[i], best_expert = first_expert + i;  // ascending ids: the first max wins
+      }
+#pragma unroll
+      for (int offset = 16; offset > 0; offset /= 2) {
+        const float other = __shfl_xor_sync(0xffffffffu, best, offset);
+        const int other_expert = __shfl_xor_sync(0xffffffffu, best_expert, offset);
+        if (other > best || (other == best && other_expert < best_expert)) best = other, best_expert = other_expert;
+      }
+      best_expert = min(best_expert, num_experts - 1);  // NaN logits match nothing: garbage, but in bounds
+#pragma unroll
+      for (int i = 0; i < kLaneExperts; ++i) {
+        if (first_expert + i == best_expert) prob[i] = -1.f;  // taken (probabilities are >= 0)
+      }
+      const float weight = best * inv_sum;
+      chosen_sum += weight;
+      if (lane == k) my_weight = weight, my_expert = best_expert;
+    }
+    float* weights = p.token_weight + int64_t(token) * (top_k + 1);
+    if (lane == top_k) weights[top_k] = shared_gate[token];
+    if (lane < top_k) {
+      weights[lane] = p.norm_topk_prob ? my_weight / chosen_sum : my_weight;
+      pair_expert[token * top_k + lane] = my_expert;
+      pair_rank[token * top_k + lane] = atomicAdd(&counts[my_expert], 1);  // order within an expert: any
+    }
   }
   __syncthreads();
 
-  // Groups: the experts with tokens, in id order, then the shared expert with every token.
+  // Groups: the shared expert first, with every token (pairs [0, N): its GEMM CTAs need nothing of this kernel's to
+  // start), then the experts with tokens, in id order.
   const int count = tid < num_experts ? counts[tid] : 0;
   int routed = 0, active = 0;
-  const int offset = block_exclusive_scan(count, warp_sums, routed);
-  const int group = block_exclusive_scan(count > 0, warp_sums, active);
+  const int offset = tokens + block_exclusive_scan(count, warp_sums, routed);
+  const int group = 1 + block_exclusive_scan(count > 0, warp_sums, active);
   if (tid < num_experts) {
     offsets[tid] = offset;
     if (count > 0) {
@@ -174,9 +209,9 @@ __global__ void __launch_bounds__(kRouteThreads) moe_route_kernel(const MoeDecod
     }
   }
   if (tid == 0) {
-    p.group_expert[active] = num_experts;
-    p.group_start[active] = routed_pairs;
-    p.group_start[active + 1] = routed_pairs + tokens;
+    p.group_expert[0] = num_experts;
+    p.group_start[0] = 0;
+    p.group_start[active + 1] = tokens + routed_pairs;
     *p.num_groups = active + 1;
   }
   __syncthreads();
@@ -186,14 +221,27 @@ __global__ void __launch_bounds__(kRouteThreads) moe_route_kernel(const MoeDecod
     p.token_pair[token * (top_k + 1) + k] = position;
   }
   for (int token = tid; token < tokens; token += kRouteThreads) {
-    p.pair_token[routed_pairs + token] = token;
-    p.token_pair[token * (top_k + 1) + top_k] = routed_pairs + token;
+    p.pair_token[token] = token;
+    p.token_pair[token * (top_k + 1) + top_k] = token;
   }
 }
 
 // ---- expert GEMMs ------------------------------------------------------------------------------------------
 
 __device__ __forceinline__ uint4 load_16(const bf16* src) { return __ldg(reinterpret_cast<const uint4*>(src)); }
+
+// Asks L2 for the weights of the CTA's first round of loads (k-blocks [0, kWarps x kDepth) of its 16 rows of each
+// matrix), so that they are on their way while the previous kernel still runs.
+template <int kMats>
+__device__ __forceinline__ void prefetch_first_round(const bf16* const (&mats)[kMats], int stride, int k_len) {
+  constexpr int kLine = 64;  // bf16 elements in 128 bytes
+  const int lines = (min(k_len, kWarps * kDepth * kBlockK) + kLine - 1) / kLine;  // per row
+  for (int i = threadIdx.x; i < kMats * kTileRows * lines; i += kThreads) {
+    const int m = i / (kTileRows * lines), row = i / lines % kTileRows, line = i % lines;
+    const bf16* address = (m == 0 ? mats[0] : mats[kMats - 1]) + int64_t(row) * stride + line * kLine;
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(address));
+  }
+}
 
 // acc (16 rows x 8 tokens) += the rows' 32-wide k-block (w: rows g and g + 8) times the token's (b).
 __device__ __forceinline__ void mma_block(FragC& acc, const uint4 (&w)[2], const uint4& b) {
@@ -221,16 +269,23 @@ __global__ void __launch_bounds__(kThreads, kTokenTiles == 1 ? 4 : 1) moe_gemm_k
   // [begin, begin + count) of the grouped order (the router: every token) and, for the router, its K split.
   const bf16* mats[kMats];
   int begin = 0, count = p.tokens, k_len = p.hidden_size, stride = p.hidden_size, split = 0;
+  bool waited = false;
   if constexpr (kPass == Pass::kRouter) {
     if (row0 >= p.experts) return;
     split = blockIdx.y;
     k_len = p.hidden_size / kRouterSplits;
     mats[0] = static_cast<const bf16*>(p.router) + int64_t(row0) * stride + int64_t(split) * k_len;
   } else {
+    // The group's expert and pairs come from the route kernel: two launches back for down, the previous one for
+    // gate_up, except for its first group, the shared expert with every token (pairs [0, N)), known beforehand.
     const int group = blockIdx.y;
-    if (group >= *p.num_groups) return;
-    const int expert = p.group_expert[group];
-    begin = p.group_start[group], count = p.group_start[group + 1] - begin;
+    int expert = p.experts;
+    if (kPass == Pass::kDown || group > 0) {
+      if (kPass == Pass::kGateUp) await_previous_kernel(), waited = true;
+      if (group >= *p.num_groups) return;
+      expert = p.group_expert[group];
+      begin = p.group_start[group], count = p.group_start[group + 1] - begin;
+    }
     const bool shared = expert == p.experts;
     const int width = shared ? p.shared_width : p.expert_width;  // the expert's intermediate size
     if constexpr (kPass == Pass::kGateUp) {
@@ -247,6 +302,10 @@ __global__ void __launch_bounds__(kThreads, kTokenTiles == 1 ? 4 : 1) moe_gemm_k
                         : static_cast<const bf16*>(p.down) + int64_t(expert) * hidden_size * width) +
                 int64_t(row0) * stride;
     }
+  }
+  if (!waited) {
+    prefetch_first_round(mats, stride, k_len);
+    await_previous_kernel();  // x (router, gate_up), hidden (down)
   }
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int k_blocks = k_len / kBlockK;
@@ -343,11 +402,12 @@ __global__ void __launch_bounds__(256) moe_combine_kernel(const MoeDecodeParams 
   __shared__ float weights[kMaxPairs];
   __shared__ int32_t positions[kMaxPairs];
   const int token = blockIdx.x, pairs = p.top_k + 1;
-  if (threadIdx.x < pairs) {
+  if (threadIdx.x < pairs) {  // the route kernel's, three launches back
     weights[threadIdx.x] = p.token_weight[int64_t(token) * pairs + threadIdx.x];
     positions[threadIdx.x] = p.token_pair[int64_t(token) * pairs + threadIdx.x];
   }
   __syncthreads();
+  await_previous_kernel();  // expert_out
   bf16* out = static_cast<bf16*>(p.out) + int64_t(token) * p.hidden_size;
   for (int c = 4 * threadIdx.x; c < p.hidden_size; c += 4 * blockDim.x) {
     float4 y[kMaxPairs];
