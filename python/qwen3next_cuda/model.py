@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from . import graphs, ops
 from .cache import HybridCache
-from .config import LINEAR_ATTENTION, Qwen3NextConfig
+from .config import FULL_ATTENTION, LINEAR_ATTENTION, Qwen3NextConfig
 from .reference import Qwen3NextReference, rope_inv_freq
 from .sampling import GenerationConfig, SamplingParams, apply_penalties, sample
 from .tokenizer import TOKENIZER_FILE, Qwen3Tokenizer
@@ -33,8 +33,13 @@ class Qwen3NextCUDA:
     """A Qwen3-Next causal LM on one device.
 
     ``weights`` are in the in-memory layout of ``qwen3next_cuda.weights``; ``tokenizer`` (optional) enables
-    chat messages as prompts; ``generation_config`` gives generate()'s defaults.
+    chat messages as prompts; ``generation_config`` gives generate()'s defaults. The in-projection entries of
+    ``weights`` (DeltaNet ``in_proj_qkvz``/``in_proj_ba``, attention ``q_proj``/``k_proj``/``v_proj``) are replaced
+    by equal views of one fused weight per layer.
     """
+
+    _IN_PROJS = {LINEAR_ATTENTION: ("linear_attn.in_proj_qkvz", "linear_attn.in_proj_ba"),
+                 FULL_ATTENTION: ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")}
 
     def __init__(self, config: Qwen3NextConfig, weights: dict[str, torch.Tensor],
                  tokenizer: Qwen3Tokenizer | None = None, generation_config: GenerationConfig | None = None):
@@ -42,6 +47,12 @@ class Qwen3NextCUDA:
         self.tokenizer = tokenizer
         self.generation_config = generation_config or GenerationConfig(eos_token_ids=tuple(config.eos_token_ids))
         self._model = Qwen3NextReference(config, weights, ops=ops)  # holds the weights (embed, lm_head, MoE)
+        # the projections of a mixer's input as one GEMM (at batch 1 each is a launch-bound GEMV): per layer the
+        # fused weight and its row counts, to split the output
+        self._in_proj = {}
+        for i, layer_type in enumerate(config.layer_types):
+            names = [f"model.layers.{i}.{proj}.weight" for proj in self._IN_PROJS[layer_type]]
+            self._in_proj[i] = _fuse_rows(weights, names)
         inv_freq, scale = rope_inv_freq(config)
         self._rope = (inv_freq.to(self.device), scale)
 
@@ -185,7 +196,10 @@ class Qwen3NextCUDA:
         def weight(name):
             return self._model.weights[f"model.layers.{i}.linear_attn.{name}"]
 
-        qkvz, ba = F.linear(x, weight("in_proj_qkvz.weight")), F.linear(x, weight("in_proj_ba.weight"))
+        fused, sizes = self._in_proj[i]
+        # column slices of the fused output: the ops take rows with a stride (the prefill kernels need them
+        # 16-byte aligned, which ops.gdn_prefill sees to)
+        qkvz, ba = F.linear(x, fused).split(sizes, dim=-1)
         layer = dict(conv_weight=weight("conv1d.weight").squeeze(1), A_log=weight("A_log"),
                      dt_bias=weight("dt_bias"), norm_weight=weight("norm.weight"), eps=eps)
         if batch.max_length == 1:  # decode: one token per sequence
@@ -205,9 +219,10 @@ class Qwen3NextCUDA:
         def weight(name):
             return self._model.weights[f"model.layers.{i}.self_attn.{name}"]
 
-        q, gate = F.linear(x, weight("q_proj.weight")).unflatten(-1, (-1, 2 * head_dim)).chunk(2, dim=-1)
-        k = F.linear(x, weight("k_proj.weight")).unflatten(-1, (-1, head_dim))
-        v = F.linear(x, weight("v_proj.weight")).unflatten(-1, (-1, head_dim))
+        fused, sizes = self._in_proj[i]
+        q, k, v = F.linear(x, fused).split(sizes, dim=-1)  # strided views: the attention kernels take them
+        q, gate = q.unflatten(-1, (-1, 2 * head_dim)).chunk(2, dim=-1)
+        k, v = (t.unflatten(-1, (-1, head_dim)) for t in (k, v))
         q = ops.attention_prepass(q, k, v, cos, sin, weight("q_norm.weight"), weight("k_norm.weight"), eps,
                                   cache.key[i], cache.value[i], batch.slot_tensor, batch.cu_seqlens,
                                   batch.context_lens)
@@ -407,6 +422,14 @@ class Qwen3NextCUDA:
             return self.generation_config.pad_token_id
         return eos[0] if eos else 0
 
+
+def _fuse_rows(weights: dict[str, torch.Tensor], names: list[str]) -> tuple[torch.Tensor, list[int]]:
+    """The weights ``names`` stacked by rows into one tensor, and their row counts; their dict entries are replaced
+    by its row slices (the old tensors are freed once nothing else holds them)."""
+    sizes = [weights[name].shape[0] for name in names]
+    fused = torch.cat([weights[name] for name in names])
+    weights.update(zip(names, fused.split(sizes)))
+    return fused, sizes
 
 
 class _Batch:
