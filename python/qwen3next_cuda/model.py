@@ -22,7 +22,7 @@ from . import graphs, ops
 from .cache import HybridCache
 from .config import LINEAR_ATTENTION, Qwen3NextConfig
 from .reference import Qwen3NextReference, rope_inv_freq
-from .sampling import GenerationConfig, SamplingParams, apply_penalties, sample
+from .sampling import GenerationConfig, Sampler, SamplingParams
 from .tokenizer import TOKENIZER_FILE, Qwen3Tokenizer
 from .weights import load_weights
 
@@ -141,6 +141,16 @@ class Qwen3NextCUDA:
                              f"slots")
         return self._forward(tokens.to(self.device, torch.long), [1] * len(slots), list(slots), cache, False)
 
+    @torch.no_grad()
+    def decode_sample(self, tokens: torch.Tensor, slots: Sequence[int], cache: HybridCache,
+                      sampler: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """:meth:`decode`, then ``sampler`` (logits [B, V] and the slots as a device tensor [B] -> tokens [B], e.g.
+        a ``sampling.Sampler``): the next tokens [B] (int64). The eager twin of ``DecodeGraphs.decode_sample``."""
+        return sampler(self.decode(tokens, slots, cache), self._slot_tensor(slots))
+
+    def _slot_tensor(self, slots: Sequence[int]) -> torch.Tensor:
+        return torch.tensor(list(slots), dtype=torch.int32, device=self.device)
+
     def _forward(self, ids: torch.Tensor, lengths: list[int], slots: list[int], cache: HybridCache,
                  all_logits: bool) -> torch.Tensor:
         """ids [N]: the new tokens of each sequence in turn (lengths[s] for slot slots[s])."""
@@ -247,8 +257,9 @@ class Qwen3NextCUDA:
         checkpoint's) ends a sequence, which is then padded with the pad token. Prompts shorter than the
         longest are left-padded, as transformers returns them. ``seed`` makes sampling reproducible.
         ``streamer(prompt_index, token_id)`` is called for every generated token as it is chosen.
-        ``cuda_graphs``: decode steps by CUDA-graph replay (``qwen3next_cuda.graphs``); default: when every op of
-        the step has a graph-safe kernel for this model (:func:`qwen3next_cuda.graphs.capturable`).
+        ``cuda_graphs``: decode steps, penalties and sampling included, by CUDA-graph replay
+        (``qwen3next_cuda.graphs``); default: when every op of the step has a graph-safe kernel for this model
+        (:func:`qwen3next_cuda.graphs.capturable`).
         """
         prompts, params, eos, generator = self._request(
             inputs, max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p, top_k=top_k,
@@ -315,41 +326,23 @@ class Qwen3NextCUDA:
         # every prompt in one varlen prefill, then one decode step per token for the sequences still running
         cache = self.new_cache(len(prompts), max(map(len, prompts)) + max_new_tokens)
         slots = [cache.allocate(len(prompt) + max_new_tokens) for prompt in prompts]
-        logits = self.prefill(prompts, slots, cache)
+        sampler = Sampler(params, self.config.vocab_size, cache.max_batch, self.device, generator)
+        for slot, prompt in zip(slots, prompts):
+            sampler.start(slot, prompt)
+        tokens = sampler(self.prefill(prompts, slots, cache), self._slot_tensor(slots))
 
-        def choose(logits):  # penalties (when asked) and sampling, on the GPU
-            if params.penalized:
-                logits = apply_penalties(logits, seen, generated, params)
-            return sample(logits, params, generator)
-
-        # the next tokens from the last ones: a replay that samples too, a replay then eager penalties and sampling
-        # (their masks change shape as sequences finish), or eager throughout; the graphs are captured at the first
-        # decode step, so the first tokens come out after the prefill alone
+        # the next tokens from the last ones, by a graph replay that samples too or eagerly; the graphs are captured
+        # at the first decode step, so the first tokens come out after the prefill alone
         if cuda_graphs is None:
             cuda_graphs = graphs.capturable(self) and max_new_tokens > 1
 
         def make_step():
-            if cuda_graphs and not params.penalized:
-                return graphs.DecodeGraphs(self, cache, sampler=functools.partial(sample, params=params,
-                                                                                  generator=generator),
-                                           generator=generator).decode_sample
-            decode = graphs.DecodeGraphs(self, cache).decode if cuda_graphs else functools.partial(self.decode,
-                                                                                                  cache=cache)
-            return lambda tokens, step_slots: choose(decode(tokens, step_slots))
+            if cuda_graphs:
+                return graphs.DecodeGraphs(self, cache, sampler=sampler, generator=generator).decode_sample
+            return functools.partial(self.decode_sample, cache=cache, sampler=sampler)
         step = None
         running = list(range(len(prompts)))
-        if params.penalized:  # which tokens each running row has seen (prompt and output) and generated
-            vocab = logits.shape[-1]
-            seen = torch.zeros(len(prompts), vocab, dtype=torch.bool, device=self.device)
-            for row, prompt in enumerate(prompts):
-                seen[row, torch.tensor(prompt, device=self.device)] = True
-            generated = torch.zeros_like(seen)
-        tokens = choose(logits)
         for step_index in range(max_new_tokens):
-            if params.penalized:
-                rows = torch.arange(len(running), device=self.device)
-                seen[rows, tokens] = True
-                generated[rows, tokens] = True
             still_running = []
             for index, token in zip(running, tokens.tolist()):
                 yield index, token
@@ -362,8 +355,6 @@ class Qwen3NextCUDA:
             if len(still_running) < len(running):
                 keep = torch.tensor([running.index(index) for index in still_running], device=self.device)
                 tokens = tokens[keep]
-                if params.penalized:
-                    seen, generated = seen[keep], generated[keep]
             running = still_running
             step = step or make_step()
             tokens = step(tokens, [slots[index] for index in running])
