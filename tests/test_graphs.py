@@ -1,6 +1,7 @@
 """The whole model on a GPU with every op on its kernel (the `narrow` preset: published head sizes at toy width),
-and the CUDA-graph decode: bf16 GPU vs the fp32 CPU model teacher-forced, graph replay == eager decode bit for bit,
-generate with and without graphs identical, batches beyond the largest bucket eager, clear errors."""
+and the CUDA-graph decode: bf16 GPU vs the fp32 CPU model teacher-forced, graph replay == eager decode bit for bit
+(padded buckets too), generate with and without graphs identical (penalties and sampling inside the graphs too),
+batches beyond the largest bucket eager, clear errors."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 import torch
 
 from qwen3next_cuda import Qwen3NextCUDA, graphs
+from qwen3next_cuda.sampling import Sampler, SamplingParams
 from qwen3next_cuda.tools.make_checkpoint import preset_config, random_weights
 from utils import calc_diff, prompts
 
@@ -17,6 +19,25 @@ cuda = pytest.mark.cuda
 @pytest.fixture(scope="module")
 def gpu(narrow) -> Qwen3NextCUDA:
     return Qwen3NextCUDA.from_pretrained(narrow, progress=False)
+
+
+def twin_caches(model, batch, max_batch, max_len=64):
+    """Two caches of ``max_batch`` slots, each with the prompts of ``batch`` prefilled: [(cache, slots)] * 2, one
+    for graph replays, one for eager steps."""
+    twins = []
+    for _ in range(2):
+        cache = model.new_cache(max_batch, max_len)
+        slots = [cache.allocate(max_len) for _ in batch]
+        model.prefill(batch, slots, cache)
+        twins.append((cache, slots))
+    return twins
+
+
+def assert_same_caches(a, b):
+    assert a.lengths == b.lengths
+    for name in ("key", "value", "conv", "recurrent"):
+        for layer, tensor in getattr(a, name).items():
+            assert torch.equal(tensor, getattr(b, name)[layer]), f"{name}[{layer}] differs"
 
 
 @cuda
@@ -59,26 +80,44 @@ def test_teacher_forced_bf16_gpu_tracks_fp32_cpu():
 
 @cuda
 def test_graph_replay_matches_eager_decode(gpu):
-    caches, slots = [], []
-    batch = prompts([7, 30, 3], seed=4, vocab=150000)
-    for _ in range(2):
-        cache = gpu.new_cache(3, 64)
-        cache_slots = [cache.allocate(64) for _ in batch]
-        gpu.prefill(batch, cache_slots, cache)
-        caches.append(cache)
-        slots.append(cache_slots)
-    decode_graphs = graphs.DecodeGraphs(gpu, caches[0])
+    (graph_cache, graph_slots), (eager_cache, eager_slots) = twin_caches(gpu, prompts([7, 30, 3], seed=4,
+                                                                                      vocab=150000), max_batch=3)
+    decode_graphs = graphs.DecodeGraphs(gpu, graph_cache)
     assert decode_graphs.buckets == [1, 2, 3]
     tokens = torch.tensor([11, 12, 13], device="cuda")
     for step in range(6):
         active = 3 if step < 3 else 2  # the bucket changes as sequences finish
-        replayed = decode_graphs.decode(tokens[:active], slots[0][:active]).clone()
-        eager = gpu.decode(tokens[:active], slots[1][:active], caches[1])
+        replayed = decode_graphs.decode(tokens[:active], graph_slots[:active]).clone()
+        eager = gpu.decode(tokens[:active], eager_slots[:active], eager_cache)
         assert torch.equal(replayed, eager), f"step {step}: replay differs from eager"
         tokens = eager.argmax(-1).repeat(2)[:3]
-    assert caches[0].lengths == caches[1].lengths
-    for layer, state in caches[0].recurrent.items():
-        assert torch.equal(state, caches[1].recurrent[layer])
+    assert_same_caches(graph_cache, eager_cache)
+
+
+@cuda
+def test_padded_bucket_replay_tracks_eager(gpu):
+    """3 sequences in a 4-slot cache replay bucket 4, its last row padding (slot -1): each step's logits equal
+    eager decode's, and so do the caches (the free slot untouched) and the penalised sampler's masks, which the
+    graph updates through its padding row too (the spare row)."""
+    batch = prompts([9, 4, 21], seed=10, vocab=150000)
+    (graph_cache, graph_slots), (eager_cache, eager_slots) = twin_caches(gpu, batch, max_batch=4)
+    params = SamplingParams(repetition_penalty=1.3, presence_penalty=0.5)
+    samplers = [Sampler(params, gpu.config.vocab_size, 4, "cuda") for _ in range(2)]
+    for sampler, slots in zip(samplers, (graph_slots, eager_slots)):
+        for slot, prompt in zip(slots, batch):
+            sampler.start(slot, prompt)
+    decode_graphs = graphs.DecodeGraphs(gpu, graph_cache, sampler=samplers[0])
+    assert decode_graphs.buckets == [1, 2, 4]
+    tokens = torch.tensor([21, 22, 23], device="cuda")
+    for step in range(5):
+        replayed = decode_graphs.decode(tokens, graph_slots).clone()  # the replay samples and marks too
+        eager = gpu.decode(tokens, eager_slots, eager_cache)
+        assert torch.equal(replayed, eager), f"step {step}: replay differs from eager"
+        tokens = samplers[1](eager, torch.tensor(eager_slots, dtype=torch.int32, device="cuda"))
+        for mask in ("seen", "generated"):
+            assert torch.equal(getattr(samplers[0], mask)[:4], getattr(samplers[1], mask)[:4]), \
+                f"step {step}: {mask} differs"
+    assert_same_caches(graph_cache, eager_cache)
 
 
 @cuda
@@ -96,6 +135,33 @@ def test_sampling_inside_the_graphs_matches_eager(gpu):
     options = dict(do_sample=True, temperature=0.8, top_p=0.9, top_k=50, eos_token_id=[], seed=123)
     assert torch.equal(gpu.generate(batch, 10, cuda_graphs=True, **options),
                        gpu.generate(batch, 10, cuda_graphs=False, **options))
+
+
+@cuda
+@pytest.mark.parametrize("lengths,options", [
+    ([5, 17, 2, 11], dict(do_sample=False)),  # greedy: 4 prompts, so that a batch of 3 replays bucket 4, padded
+    # seeded: 3 prompts, so that every batch fills its bucket (a padded bucket draws noise for its padding rows,
+    # where the eager step draws none)
+    ([5, 17, 2], dict(do_sample=True, temperature=0.8, top_p=0.9, top_k=50, seed=321)),
+], ids=["greedy", "seeded"])
+def test_penalised_sampling_inside_the_graphs_matches_eager(gpu, lengths, options):
+    """Repetition and presence penalties applied inside the graphs, by cache slot, as sequences end at their own
+    stop tokens and the batch shrinks: the same tokens as eager steps."""
+    batch = prompts(lengths, seed=9, vocab=150000)
+    options = dict(repetition_penalty=1.3, presence_penalty=0.5, **options)
+    free = gpu.generate(batch, 12, eos_token_id=[], cuda_graphs=False, **options)[:, -12:]
+    stops = [int(free[0, 2]), int(free[1, 5])]  # row 0 ends by its 3rd token, the others later or not at all
+
+    def generate(cuda_graphs):
+        counts = [0] * len(batch)
+
+        def count(index, token):
+            counts[index] += 1
+        return gpu.generate(batch, 12, eos_token_id=stops, cuda_graphs=cuda_graphs, streamer=count,
+                            **options), counts
+    (with_graphs, graph_counts), (eager, eager_counts) = generate(True), generate(False)
+    assert torch.equal(with_graphs, eager) and graph_counts == eager_counts
+    assert len(set(eager_counts)) > 1, f"every sequence ended at the same step: {eager_counts}"
 
 
 @cuda

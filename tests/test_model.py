@@ -42,6 +42,28 @@ def test_logits_match_reference(tiny, model):
     assert_close(model(ids[0]), logits[:1], atol=1e-5, rtol=1e-5, name="1-D input")
 
 
+def test_in_projections_are_views_of_one_fused_weight(tiny):
+    """Each layer's in-projections become row slices of one fused weight, equal to the checkpoint's; the
+    reference model on the same (now view) weights, with its separate GEMMs, gives the model's logits."""
+    config = Qwen3NextConfig.from_pretrained(tiny)
+    loaded = load_weights(tiny, config, dtype=torch.float32, progress=False)
+    weights = dict(loaded)
+    model = Qwen3NextCUDA(config, weights)
+    for i, layer_type in enumerate(config.layer_types):
+        names = [f"model.layers.{i}.{proj}.weight" for proj in Qwen3NextCUDA._IN_PROJS[layer_type]]
+        fused, sizes = model._in_proj[i]
+        assert torch.equal(fused, torch.cat([loaded[name] for name in names]))
+        row = 0
+        for name, size in zip(names, sizes):
+            assert weights[name] is not loaded[name] and torch.equal(weights[name], loaded[name])
+            assert weights[name].untyped_storage().data_ptr() == fused.untyped_storage().data_ptr()
+            assert weights[name].data_ptr() == fused[row].data_ptr()
+            row += size
+        assert row == fused.shape[0]
+    ids = torch.tensor(prompts([7, 7], seed=8))
+    assert_close(model(ids), Qwen3NextReference(config, weights).forward(ids), atol=1e-5, rtol=1e-5)
+
+
 def test_greedy_generate_matches_reference(tiny, model):
     ids = torch.tensor(prompts([9, 9], seed=2))
     out = model.generate(ids, 12, do_sample=False, eos_token_id=[])

@@ -1,5 +1,6 @@
 """Sampling: the filters keep exactly what transformers' warpers keep, draws follow the filtered
-distribution, seeds reproduce, bad parameters and generation configs are rejected."""
+distribution, seeds reproduce, the penalties' masks follow cache slots, bad parameters and generation configs are
+rejected."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import json
 import pytest
 import torch
 
-from qwen3next_cuda.sampling import GenerationConfig, SamplingParams, apply_penalties, filter_logits, sample
+from qwen3next_cuda.sampling import (GenerationConfig, Sampler, SamplingParams, apply_penalties, filter_logits,
+                                     sample)
 
 FILTERS = [
     dict(temperature=0.7),
@@ -86,6 +88,34 @@ def test_penalties_match_transformers_and_openai():
     before = logits.clone()
     assert torch.equal(apply_penalties(logits, seen, generated, SamplingParams()), before)
     assert torch.equal(logits, before)  # the input is not modified in place
+
+
+def test_sampler_marks_the_chosen_tokens_of_the_step_slots():
+    """The masks are per cache slot: a step penalises and marks the rows of its slots, in any order; the other
+    slots are left alone, and the padding rows (slot -1) touch only the spare last row, which no slot reads."""
+    sampler = Sampler(SamplingParams(repetition_penalty=2.0, presence_penalty=1.0), vocab_size=8, slots=3)
+    sampler.start(0, [1])
+    sampler.start(2, [5, 6])
+
+    def marked(mask):
+        return [mask[row].nonzero().flatten().tolist() for row in range(mask.shape[0])]
+
+    # slot 2's prompt token 5 (4 / 2 < 3) loses to 3; the padding row picks 7
+    logits = torch.tensor([[0, 0, 0, 3, 0, 4, 0, 0], [0, 0, 0, 0, 5, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0, 9.0]])
+    tokens = sampler(logits, torch.tensor([2, 0, -1], dtype=torch.int32))
+    assert tokens.tolist() == [3, 4, 7]
+    assert marked(sampler.seen) == [[1, 4], [], [3, 5, 6], [7]]
+    assert marked(sampler.generated) == [[4], [], [3], [7]]
+
+    # slot 0's output 4 (5 / 2 - 1 < 4.5) loses to 7; slot 1 keeps 7, which only the spare row holds
+    logits = torch.tensor([[0, 0, 0, 0, 0, 0, 0, 1.0], [0, 0, 0, 0, 5, 0, 0, 4.5]])
+    tokens = sampler(logits, torch.tensor([1, 0], dtype=torch.int32))
+    assert tokens.tolist() == [7, 7]
+    assert marked(sampler.seen)[:3] == [[1, 4, 7], [7], [3, 5, 6]]
+    assert marked(sampler.generated)[:3] == [[4, 7], [7], [3]]
+
+    sampler.start(0, [2])  # a new sequence in slot 0 starts from its prompt alone
+    assert marked(sampler.seen)[0] == [2] and marked(sampler.generated)[0] == []
 
 
 @pytest.mark.parametrize("kwargs,match", [

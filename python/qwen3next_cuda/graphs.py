@@ -1,9 +1,10 @@
 """CUDA graphs of the decode step (one new token per sequence), one per batch bucket.
 
 The buckets are captured largest first into one memory pool. A replay runs the whole step, embedding to
-logits, from static input buffers: the token ids, the slots (-1 on the bucket's padding rows, which every kernel
-skips), the positions and the context lengths. Batches above the largest bucket run eagerly. The cache's tensors
-are updated in place, so a graph stays valid as long as its cache lives.
+logits (and, with a sampler, the next tokens), from static input buffers: the token ids, the slots (-1 on the
+bucket's padding rows, which every kernel skips), the positions and the context lengths. Batches above the largest
+bucket run eagerly. The cache's tensors (and a sampler's) are updated in place, so a graph stays valid as long as
+they live.
 """
 
 from __future__ import annotations
@@ -39,12 +40,13 @@ def capturable(model) -> bool:
 class DecodeGraphs:
     """The decode step of ``model`` on ``cache``, captured per bucket (those of ``buckets``, the largest cut to the
     cache's batch). ``decode(tokens, slots)`` is ``model.decode(tokens, slots, cache)`` by replay; with a
-    ``sampler`` (logits [B, V] -> tokens [B], e.g. ``sampling.sample`` with fixed parameters) the graphs also
-    choose the next tokens: ``decode_sample``. A ``generator`` the sampler draws from is registered with the
-    graphs, so that replays advance it as eager calls would."""
+    ``sampler`` (logits [B, V] and the step's slots [B], a device tensor with -1 on padding rows -> tokens [B];
+    e.g. a ``sampling.Sampler``, penalties included) the graphs also choose the next tokens: ``decode_sample`` is
+    ``model.decode_sample(tokens, slots, cache, sampler)`` by replay. A ``generator`` the sampler draws from is
+    registered with the graphs, so that replays advance it as eager calls would."""
 
     def __init__(self, model, cache: HybridCache, buckets: Sequence[int] = BUCKETS,
-                 sampler: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 sampler: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
                  generator: torch.Generator | None = None):
         if not capturable(model):
             raise ValueError("CUDA-graph decode needs the model in bfloat16 on a GPU with kernel-sized heads "
@@ -63,9 +65,9 @@ class DecodeGraphs:
         self._logits: dict[int, torch.Tensor] = {}
         self._chosen: dict[int, torch.Tensor] = {}
 
-        # Warm-up on a side stream (lazy initialisation, allocator growth; every slot is padding, so the cache is
-        # untouched), then capture, largest first so the smaller graphs reuse the pool's blocks. The generator's
-        # state is put back: only replays draw from it.
+        # Warm-up on a side stream (lazy initialisation, allocator growth; every slot is padding, so the cache and
+        # the sampler's slot rows are untouched), then capture, largest first so the smaller graphs reuse the pool's
+        # blocks. The generator's state is put back: only replays draw from it.
         rng_state = generator.get_state() if generator is not None else None
         stream = torch.cuda.Stream(device)
         stream.wait_stream(torch.cuda.current_stream(device))
@@ -90,7 +92,7 @@ class DecodeGraphs:
         batch = _Batch(self._positions[:bucket], self._cu_seqlens[:bucket + 1], self._slots[:bucket],
                        self._context_lens[:bucket], max_length=1, max_context=self.cache.max_len)
         logits = self.model._step(self._tokens[:bucket], batch, self.cache, all_logits=False)
-        return logits, self._sampler(logits) if self._sampler is not None else None
+        return logits, self._sampler(logits, self._slots[:bucket]) if self._sampler is not None else None
 
     @torch.no_grad()
     def decode(self, tokens: torch.Tensor, slots: Sequence[int]) -> torch.Tensor:
@@ -106,7 +108,7 @@ class DecodeGraphs:
             raise ValueError("decode_sample needs the graphs captured with a sampler")
         bucket, n = self._replay(tokens, slots)
         if bucket is None:
-            return self._sampler(self.model.decode(tokens, list(slots), self.cache))
+            return self.model.decode_sample(tokens, list(slots), self.cache, self._sampler)
         return self._chosen[bucket][:n]
 
     def _replay(self, tokens: torch.Tensor, slots: Sequence[int]) -> tuple[int | None, int]:

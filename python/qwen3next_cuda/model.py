@@ -20,9 +20,9 @@ import torch.nn.functional as F
 
 from . import graphs, ops
 from .cache import HybridCache
-from .config import LINEAR_ATTENTION, Qwen3NextConfig
+from .config import FULL_ATTENTION, LINEAR_ATTENTION, Qwen3NextConfig
 from .reference import Qwen3NextReference, rope_inv_freq
-from .sampling import GenerationConfig, SamplingParams, apply_penalties, sample
+from .sampling import GenerationConfig, Sampler, SamplingParams
 from .tokenizer import TOKENIZER_FILE, Qwen3Tokenizer
 from .weights import load_weights
 
@@ -33,8 +33,13 @@ class Qwen3NextCUDA:
     """A Qwen3-Next causal LM on one device.
 
     ``weights`` are in the in-memory layout of ``qwen3next_cuda.weights``; ``tokenizer`` (optional) enables
-    chat messages as prompts; ``generation_config`` gives generate()'s defaults.
+    chat messages as prompts; ``generation_config`` gives generate()'s defaults. The in-projection entries of
+    ``weights`` (DeltaNet ``in_proj_qkvz``/``in_proj_ba``, attention ``q_proj``/``k_proj``/``v_proj``) are replaced
+    by equal views of one fused weight per layer.
     """
+
+    _IN_PROJS = {LINEAR_ATTENTION: ("linear_attn.in_proj_qkvz", "linear_attn.in_proj_ba"),
+                 FULL_ATTENTION: ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")}
 
     def __init__(self, config: Qwen3NextConfig, weights: dict[str, torch.Tensor],
                  tokenizer: Qwen3Tokenizer | None = None, generation_config: GenerationConfig | None = None):
@@ -42,6 +47,12 @@ class Qwen3NextCUDA:
         self.tokenizer = tokenizer
         self.generation_config = generation_config or GenerationConfig(eos_token_ids=tuple(config.eos_token_ids))
         self._model = Qwen3NextReference(config, weights, ops=ops)  # holds the weights (embed, lm_head, MoE)
+        # the projections of a mixer's input as one GEMM (at batch 1 each is a launch-bound GEMV): per layer the
+        # fused weight and its row counts, to split the output
+        self._in_proj = {}
+        for i, layer_type in enumerate(config.layer_types):
+            names = [f"model.layers.{i}.{proj}.weight" for proj in self._IN_PROJS[layer_type]]
+            self._in_proj[i] = _fuse_rows(weights, names)
         inv_freq, scale = rope_inv_freq(config)
         self._rope = (inv_freq.to(self.device), scale)
 
@@ -141,6 +152,16 @@ class Qwen3NextCUDA:
                              f"slots")
         return self._forward(tokens.to(self.device, torch.long), [1] * len(slots), list(slots), cache, False)
 
+    @torch.no_grad()
+    def decode_sample(self, tokens: torch.Tensor, slots: Sequence[int], cache: HybridCache,
+                      sampler: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """:meth:`decode`, then ``sampler`` (logits [B, V] and the slots as a device tensor [B] -> tokens [B], e.g.
+        a ``sampling.Sampler``): the next tokens [B] (int64). The eager twin of ``DecodeGraphs.decode_sample``."""
+        return sampler(self.decode(tokens, slots, cache), self._slot_tensor(slots))
+
+    def _slot_tensor(self, slots: Sequence[int]) -> torch.Tensor:
+        return torch.tensor(list(slots), dtype=torch.int32, device=self.device)
+
     def _forward(self, ids: torch.Tensor, lengths: list[int], slots: list[int], cache: HybridCache,
                  all_logits: bool) -> torch.Tensor:
         """ids [N]: the new tokens of each sequence in turn (lengths[s] for slot slots[s])."""
@@ -185,7 +206,10 @@ class Qwen3NextCUDA:
         def weight(name):
             return self._model.weights[f"model.layers.{i}.linear_attn.{name}"]
 
-        qkvz, ba = F.linear(x, weight("in_proj_qkvz.weight")), F.linear(x, weight("in_proj_ba.weight"))
+        fused, sizes = self._in_proj[i]
+        # column slices of the fused output: the ops take rows with a stride (the prefill kernels need them
+        # 16-byte aligned, which ops.gdn_prefill sees to)
+        qkvz, ba = F.linear(x, fused).split(sizes, dim=-1)
         layer = dict(conv_weight=weight("conv1d.weight").squeeze(1), A_log=weight("A_log"),
                      dt_bias=weight("dt_bias"), norm_weight=weight("norm.weight"), eps=eps)
         if batch.max_length == 1:  # decode: one token per sequence
@@ -205,9 +229,10 @@ class Qwen3NextCUDA:
         def weight(name):
             return self._model.weights[f"model.layers.{i}.self_attn.{name}"]
 
-        q, gate = F.linear(x, weight("q_proj.weight")).unflatten(-1, (-1, 2 * head_dim)).chunk(2, dim=-1)
-        k = F.linear(x, weight("k_proj.weight")).unflatten(-1, (-1, head_dim))
-        v = F.linear(x, weight("v_proj.weight")).unflatten(-1, (-1, head_dim))
+        fused, sizes = self._in_proj[i]
+        q, k, v = F.linear(x, fused).split(sizes, dim=-1)  # strided views: the attention kernels take them
+        q, gate = q.unflatten(-1, (-1, 2 * head_dim)).chunk(2, dim=-1)
+        k, v = (t.unflatten(-1, (-1, head_dim)) for t in (k, v))
         q = ops.attention_prepass(q, k, v, cos, sin, weight("q_norm.weight"), weight("k_norm.weight"), eps,
                                   cache.key[i], cache.value[i], batch.slot_tensor, batch.cu_seqlens,
                                   batch.context_lens)
@@ -247,8 +272,9 @@ class Qwen3NextCUDA:
         checkpoint's) ends a sequence, which is then padded with the pad token. Prompts shorter than the
         longest are left-padded, as transformers returns them. ``seed`` makes sampling reproducible.
         ``streamer(prompt_index, token_id)`` is called for every generated token as it is chosen.
-        ``cuda_graphs``: decode steps by CUDA-graph replay (``qwen3next_cuda.graphs``); default: when every op of
-        the step has a graph-safe kernel for this model (:func:`qwen3next_cuda.graphs.capturable`).
+        ``cuda_graphs``: decode steps, penalties and sampling included, by CUDA-graph replay
+        (``qwen3next_cuda.graphs``); default: when every op of the step has a graph-safe kernel for this model
+        (:func:`qwen3next_cuda.graphs.capturable`).
         """
         prompts, params, eos, generator = self._request(
             inputs, max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p, top_k=top_k,
@@ -315,41 +341,23 @@ class Qwen3NextCUDA:
         # every prompt in one varlen prefill, then one decode step per token for the sequences still running
         cache = self.new_cache(len(prompts), max(map(len, prompts)) + max_new_tokens)
         slots = [cache.allocate(len(prompt) + max_new_tokens) for prompt in prompts]
-        logits = self.prefill(prompts, slots, cache)
+        sampler = Sampler(params, self.config.vocab_size, cache.max_batch, self.device, generator)
+        for slot, prompt in zip(slots, prompts):
+            sampler.start(slot, prompt)
+        tokens = sampler(self.prefill(prompts, slots, cache), self._slot_tensor(slots))
 
-        def choose(logits):  # penalties (when asked) and sampling, on the GPU
-            if params.penalized:
-                logits = apply_penalties(logits, seen, generated, params)
-            return sample(logits, params, generator)
-
-        # the next tokens from the last ones: a replay that samples too, a replay then eager penalties and sampling
-        # (their masks change shape as sequences finish), or eager throughout; the graphs are captured at the first
-        # decode step, so the first tokens come out after the prefill alone
+        # the next tokens from the last ones, by a graph replay that samples too or eagerly; the graphs are captured
+        # at the first decode step, so the first tokens come out after the prefill alone
         if cuda_graphs is None:
             cuda_graphs = graphs.capturable(self) and max_new_tokens > 1
 
         def make_step():
-            if cuda_graphs and not params.penalized:
-                return graphs.DecodeGraphs(self, cache, sampler=functools.partial(sample, params=params,
-                                                                                  generator=generator),
-                                           generator=generator).decode_sample
-            decode = graphs.DecodeGraphs(self, cache).decode if cuda_graphs else functools.partial(self.decode,
-                                                                                                  cache=cache)
-            return lambda tokens, step_slots: choose(decode(tokens, step_slots))
+            if cuda_graphs:
+                return graphs.DecodeGraphs(self, cache, sampler=sampler, generator=generator).decode_sample
+            return functools.partial(self.decode_sample, cache=cache, sampler=sampler)
         step = None
         running = list(range(len(prompts)))
-        if params.penalized:  # which tokens each running row has seen (prompt and output) and generated
-            vocab = logits.shape[-1]
-            seen = torch.zeros(len(prompts), vocab, dtype=torch.bool, device=self.device)
-            for row, prompt in enumerate(prompts):
-                seen[row, torch.tensor(prompt, device=self.device)] = True
-            generated = torch.zeros_like(seen)
-        tokens = choose(logits)
         for step_index in range(max_new_tokens):
-            if params.penalized:
-                rows = torch.arange(len(running), device=self.device)
-                seen[rows, tokens] = True
-                generated[rows, tokens] = True
             still_running = []
             for index, token in zip(running, tokens.tolist()):
                 yield index, token
@@ -362,8 +370,6 @@ class Qwen3NextCUDA:
             if len(still_running) < len(running):
                 keep = torch.tensor([running.index(index) for index in still_running], device=self.device)
                 tokens = tokens[keep]
-                if params.penalized:
-                    seen, generated = seen[keep], generated[keep]
             running = still_running
             step = step or make_step()
             tokens = step(tokens, [slots[index] for index in running])
@@ -407,6 +413,14 @@ class Qwen3NextCUDA:
             return self.generation_config.pad_token_id
         return eos[0] if eos else 0
 
+
+def _fuse_rows(weights: dict[str, torch.Tensor], names: list[str]) -> tuple[torch.Tensor, list[int]]:
+    """The weights ``names`` stacked by rows into one tensor, and their row counts; their dict entries are replaced
+    by its row slices (the old tensors are freed once nothing else holds them)."""
+    sizes = [weights[name].shape[0] for name in names]
+    fused = torch.cat([weights[name] for name in names])
+    weights.update(zip(names, fused.split(sizes)))
+    return fused, sizes
 
 
 class _Batch:

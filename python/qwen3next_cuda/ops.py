@@ -141,6 +141,8 @@ def gdn_prefill(qkvz: torch.Tensor, ba: torch.Tensor, conv_state: torch.Tensor, 
     if not _gdn_prefill_kernel_fits(qkvz, recurrent_state, slots, cu_seqlens):
         return reference.gdn_prefill(qkvz, ba, conv_state, recurrent_state, slots, cu_seqlens, conv_weight, A_log,
                                      dt_bias, norm_weight, eps, out, max_seqlen)
+    if qkvz.stride(0) % 8:  # the kernels read 16-byte rows; a slice of a fused projection (ba after it) may break that
+        qkvz = qkvz.contiguous()
     channels = conv_weight.shape[0]
     if out is None:
         out = qkvz.new_zeros(qkvz.shape[0], recurrent_state.shape[1] * GDN_HEAD_DIM)

@@ -5,13 +5,15 @@ The penalties come first, in greedy decoding too (transformers' repetition penal
 generated tokens; the presence penalty of OpenAI's API and vLLM over the generated tokens only). The filters
 apply in transformers' order (temperature, top-k, top-p, min-p) and keep the same tokens it keeps. Everything
 stays on the logits' device with fixed shapes and no host sync: the draw is an exponential race (argmax of
-p / E with E ~ Exp(1)), which samples from p exactly.
+p / E with E ~ Exp(1)), which samples from p exactly. ``Sampler`` keeps the penalties' masks per cache slot,
+so that a decode step's whole choice, masks included, can run inside a CUDA graph.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 
 import torch
@@ -127,3 +129,42 @@ def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Genera
     probs = filter_logits(logits, params).softmax(-1)
     race = torch.empty_like(probs).exponential_(generator=generator)
     return (probs / race).argmax(-1)
+
+
+class Sampler:
+    """Chooses the next token of each sequence of a step, by cache slot: the penalties from the slot's masks, then
+    ``sample``, then the chosen tokens marked in the masks. Device tensors only, no host sync, shapes fixed by the
+    batch: a CUDA graph can capture a call (graph and eager steps then do the same math).
+
+    With penalties, ``seen`` and ``generated`` (``apply_penalties``' masks) are bool [slots + 1, vocab]: a row per
+    cache slot, kept as the batch shrinks, and a spare last row, which a graph bucket's padding rows (slot -1)
+    index, so that they need no masking; only padding reads or writes it.
+    """
+
+    def __init__(self, params: SamplingParams, vocab_size: int, slots: int, device: torch.device | str = "cpu",
+                 generator: torch.Generator | None = None):
+        self.params, self.generator = params, generator
+        self.seen = self.generated = None
+        if params.penalized:
+            self.seen = torch.zeros(slots + 1, vocab_size, dtype=torch.bool, device=device)
+            self.generated = torch.zeros_like(self.seen)
+
+    def start(self, slot: int, prompt: Sequence[int]) -> None:
+        """Empties ``slot``'s masks for a new sequence, its prompt tokens seen."""
+        if self.seen is not None:
+            self.seen[slot] = False
+            self.generated[slot] = False
+            self.seen[slot, torch.tensor(prompt, device=self.seen.device)] = True
+
+    def __call__(self, logits: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        """Next tokens [B] (int64) from logits [B, V] of the sequences in ``slots`` [B] (a device tensor; -1 on
+        padding rows, whose tokens are meaningless)."""
+        if self.seen is None:
+            return sample(logits, self.params, self.generator)
+        rows = slots.long()  # slot -1 wraps to the spare last row
+        logits = apply_penalties(logits, self.seen[rows], self.generated[rows], self.params)
+        tokens = sample(logits, self.params, self.generator)
+        marks = torch.ones_like(tokens, dtype=torch.bool)  # on the device: a graph cannot capture a host value's copy
+        self.seen.index_put_((rows, tokens), marks)
+        self.generated.index_put_((rows, tokens), marks)
+        return tokens
