@@ -96,6 +96,19 @@ inline size_t route_shared_bytes(int experts, int tokens, int top_k) {
   return sizeof(int) * (2 * size_t(experts) + 2 * size_t(tokens) * top_k) + sizeof(float) * size_t(tokens);
 }
 
+// A top-k key: the bf16 logit's bits made order-preserving (above; -0 as +0), then 0xFFFF - expert (below), so that the
+// largest key is the largest logit, ties to the lower id.
+__device__ __forceinline__ unsigned topk_key(float bf16_logit, int expert) {
+  const unsigned bits = __float_as_uint(bf16_logit + 0.f) >> 16;  // exact: the logit is bf16-rounded
+  const unsigned ordered = bits & 0x8000u ? ~bits & 0xFFFFu : bits | 0x8000u;
+  return ordered << 16 | (0xFFFFu - expert);
+}
+__device__ __forceinline__ float key_logit(unsigned key) {
+  const unsigned ordered = key >> 16, bits = ordered & 0x8000u ? ordered & 0x7FFFu : ~ordered & 0xFFFFu;
+  return __uint_as_float(bits << 16);
+}
+__device__ __forceinline__ int key_expert(unsigned key) { return 0xFFFF - int(key & 0xFFFFu); }
+
 __global__ void __launch_bounds__(kRouteThreads, 1) moe_route_kernel(const MoeDecodeParams p) {
   extern __shared__ int route_smem[];
   __shared__ int warp_sums[kRouteWarps];
@@ -139,52 +152,35 @@ __global__ void __launch_bounds__(kRouteThreads, 1) moe_route_kernel(const MoeDe
   __syncthreads();
   await_previous_kernel();  // the router pass's partial logits
 
-  // A warp per token: softmax, top-k (largest first, ties to the lower id), renormalise.
+  // A warp per token: top-k (largest first, ties to the lower id) by one warp max per round over packed keys, then
+  // the softmax over all experts (its max: the first key's logit) and the chosen ones' weights, renormalised.
   const int first_expert = kLaneExperts * lane;  // this lane's experts: first_expert + i
+  const bool valid = first_expert < num_experts;
   for (int token = warp; token < tokens; token += kRouteWarps) {
-    float prob[kLaneExperts];
-    lane_router_logits(p, token, lane, prob);
-    float max_logit = -INFINITY;
+    float logit[kLaneExperts];
+    lane_router_logits(p, token, lane, logit);
+    unsigned key[kLaneExperts];
 #pragma unroll
-    for (int i = 0; i < kLaneExperts; ++i) max_logit = fmaxf(max_logit, prob[i]);
+    for (int i = 0; i < kLaneExperts; ++i) key[i] = valid ? topk_key(logit[i], first_expert + i) : 0u;
+    unsigned my_key = 0;  // lane k: the k-th largest
+    for (int k = 0; k < top_k; ++k) {
+      unsigned best = 0;
 #pragma unroll
-    for (int offset = 16; offset > 0; offset /= 2) {
-      max_logit = fmaxf(max_logit, __shfl_xor_sync(0xffffffffu, max_logit, offset));
+      for (int i = 0; i < kLaneExperts; ++i) best = max(best, key[i]);
+      best = __reduce_max_sync(0xffffffffu, best);
+#pragma unroll
+      for (int i = 0; i < kLaneExperts; ++i) key[i] = key[i] == best ? 0u : key[i];  // taken
+      if (lane == k) my_key = best;
     }
-    const bool valid = first_expert < num_experts;
+    const float max_logit = key_logit(__shfl_sync(0xffffffffu, my_key, 0));
     float sum = 0.f;
 #pragma unroll
-    for (int i = 0; i < kLaneExperts; ++i) {
-      const float unnormalised = valid ? expf(prob[i] - max_logit) : 0.f;
-      sum += unnormalised;
-      prob[i] = valid ? unnormalised : -2.f;  // never chosen
-    }
+    for (int i = 0; i < kLaneExperts; ++i) sum += valid ? expf(logit[i] - max_logit) : 0.f;
     sum = group_sum<32>(sum);
-    const float inv_sum = 1.f / sum;
-    float my_weight = 0.f, chosen_sum = 0.f;
-    int my_expert = 0;
-    for (int k = 0; k < top_k; ++k) {
-      float best = -1.f;
-      int best_expert = num_experts;
-#pragma unroll
-      for (int i = 0; i < kLaneExperts; ++i) {
-        if (prob[i] > best) best = prob[i], best_expert = first_expert + i;  // ascending ids: the first max wins
-      }
-#pragma unroll
-      for (int offset = 16; offset > 0; offset /= 2) {
-        const float other = __shfl_xor_sync(0xffffffffu, best, offset);
-        const int other_expert = __shfl_xor_sync(0xffffffffu, best_expert, offset);
-        if (other > best || (other == best && other_expert < best_expert)) best = other, best_expert = other_expert;
-      }
-      best_expert = min(best_expert, num_experts - 1);  // NaN logits match nothing: garbage, but in bounds
-#pragma unroll
-      for (int i = 0; i < kLaneExperts; ++i) {
-        if (first_expert + i == best_expert) prob[i] = -1.f;  // taken (probabilities are >= 0)
-      }
-      const float weight = best * inv_sum;
-      chosen_sum += weight;
-      if (lane == k) my_weight = weight, my_expert = best_expert;
-    }
+    const float my_weight = expf(key_logit(my_key) - max_logit) * (1.f / sum);
+    float chosen_sum = 0.f;  // in rank order, as the reference adds them
+    for (int k = 0; k < top_k; ++k) chosen_sum += __shfl_sync(0xffffffffu, my_weight, k);
+    const int my_expert = min(key_expert(my_key), num_experts - 1);  // NaN logits: garbage, but in bounds
     float* weights = p.token_weight + int64_t(token) * (top_k + 1);
     if (lane == top_k) weights[top_k] = shared_gate[token];
     if (lane < top_k) {
