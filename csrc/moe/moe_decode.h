@@ -2,7 +2,7 @@
 // all the tokens routed to it. Five launches on one stream, no host sync:
 //   router   (row tile x K split)  the router logits' partial sums x router^T over a quarter of K each (128 CTAs at
 //                                  the model's sizes, where cuBLAS's GEMM for one token ran on 8)
-//   route    (one CTA)             softmax (fp32) over the logits (the splits summed, rounded to bf16), top-k,
+//   route    (a CTA per 16 tokens) softmax (fp32) over the logits (the splits summed, rounded to bf16), top-k,
 //                                  renormalise; the shared expert's sigmoid gate; the (token, expert) pairs grouped
 //                                  by expert on the device
 //   gate_up  (row tile x group)    h = silu(gate x) * up x for the group's tokens       -> hidden [pairs, Imax]
@@ -34,6 +34,8 @@ struct MoeDecodeParams {
   float* router_partial;  // [kRouterSplits, N, E]: the router GEMM's K splits
   float* token_weight;  // [N, top_k + 1]: the renormalised route weights, then the shared gate
   int32_t* token_pair;  // [N, top_k + 1]: where each of the token's pairs sits in the grouped order
+  int32_t* pair_expert;  // [N * top_k]: the expert of each routed pair, in token order
+  int32_t* route_done;  // [1]: route CTAs finished (zeroed by the router pass)
   int32_t* pair_token;  // [P]: the token of each grouped pair
   int32_t* group_expert;  // [G]: the expert of each group (group 0: E, the shared expert)
   int32_t* group_start;  // [G + 1]: group g's pairs are [group_start[g], group_start[g + 1])

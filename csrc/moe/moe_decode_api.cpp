@@ -13,7 +13,7 @@ namespace qwen3next {
 namespace {
 // The kernels' limits: the route kernel keeps one expert per thread and a warp's lanes for the top-k; the
 // GEMMs move 32-wide k-blocks of 16 rows, the router's in 4 K splits; the route kernel's shared memory,
-// 4 x (2 E + 2 N top_k + N) bytes, bounds the tokens: 37 KiB at the largest E and top_k, under the 48 KiB a launch
+// 4 x (2 E + 2 N top_k) bytes, bounds the tokens: 36 KiB at the largest E and top_k, under the 48 KiB a launch
 // gets without opting in.
 constexpr int64_t kMaxExperts = 512, kMaxTopK = 16, kBlockK = 32, kTileRows = 16, kRouterSplits = 4,
                   kMaxTokens = 256;
@@ -67,6 +67,7 @@ void moe_decode(at::Tensor& out, const at::Tensor& x, const at::Tensor& router, 
   const at::Tensor token_weight = at::empty({tokens, top_k + 1}, x.options().dtype(at::kFloat));
   const at::Tensor token_pair = at::empty({tokens, top_k + 1}, ints);
   const at::Tensor pair_token = at::empty({pairs}, ints);
+  const at::Tensor route_scratch = at::empty({tokens * top_k + 1}, ints);  // pair_expert, route_done
   const at::Tensor group_expert = at::empty({groups}, ints);
   const at::Tensor group_start = at::empty({groups + 1}, ints);
   const at::Tensor num_groups = at::empty({1}, ints);
@@ -87,6 +88,8 @@ void moe_decode(at::Tensor& out, const at::Tensor& x, const at::Tensor& router, 
   p.token_weight = token_weight.data_ptr<float>();
   p.token_pair = token_pair.data_ptr<int32_t>();
   p.pair_token = pair_token.data_ptr<int32_t>();
+  p.pair_expert = route_scratch.data_ptr<int32_t>();
+  p.route_done = p.pair_expert + tokens * top_k;
   p.group_expert = group_expert.data_ptr<int32_t>();
   p.group_start = group_start.data_ptr<int32_t>();
   p.num_groups = num_groups.data_ptr<int32_t>();

@@ -90,10 +90,11 @@ __device__ __forceinline__ void lane_router_logits(const MoeDecodeParams& p, int
   }
 }
 
-// Dynamic shared memory: counts[E], offsets[E], pair_expert[N * top_k], pair_rank[N * top_k] (ints), shared_gate[N]
-// (floats): route_shared_bytes.
+// A CTA per kRouteWarps tokens (a warp each) picks their experts; the last CTA to finish groups every pair. Its
+// dynamic shared memory: counts[E], offsets[E], pair_expert[N * top_k], pair_rank[N * top_k] (ints).
+inline int route_ctas(int tokens) { return (tokens + kRouteWarps - 1) / kRouteWarps; }
 inline size_t route_shared_bytes(int experts, int tokens, int top_k) {
-  return sizeof(int) * (2 * size_t(experts) + 2 * size_t(tokens) * top_k) + sizeof(float) * size_t(tokens);
+  return sizeof(int) * (2 * size_t(experts) + 2 * size_t(tokens) * top_k);
 }
 
 // A top-k key: the bf16 logit's bits made order-preserving (above; -0 as +0), then 0xFFFF - expert (below), so that the
@@ -112,19 +113,15 @@ __device__ __forceinline__ int key_expert(unsigned key) { return 0xFFFF - int(ke
 __global__ void __launch_bounds__(kRouteThreads, 1) moe_route_kernel(const MoeDecodeParams p) {
   extern __shared__ int route_smem[];
   __shared__ int warp_sums[kRouteWarps];
+  __shared__ float shared_gate[kRouteWarps];
+  __shared__ bool last_cta;
   const int num_experts = p.experts, top_k = p.top_k, tokens = p.tokens, routed_pairs = tokens * top_k;
-  int* counts = route_smem;
-  int* offsets = counts + num_experts;
-  int* pair_expert = offsets + num_experts;
-  int* pair_rank = pair_expert + routed_pairs;
-  float* shared_gate = reinterpret_cast<float*>(pair_rank + routed_pairs);
-  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-  for (int e = tid; e < num_experts; e += kRouteThreads) counts[e] = 0;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, token = blockIdx.x * kRouteWarps + warp;
 
-  // The shared expert's gate sigmoid(shared_expert_gate . x), a warp per token, while the router pass still runs (x
+  // The shared expert's gate sigmoid(shared_expert_gate . x) of the warp's token, while the router pass still runs (x
   // was written two launches back); a lane's loads all issued at once.
   constexpr int kGateVectors = 8;  // 16-byte vectors per lane in flight: a hidden size of 2048 in one round trip
-  for (int token = warp; token < tokens; token += kRouteWarps) {
+  if (token < tokens) {
     const bf16* x = static_cast<const bf16*>(p.x) + int64_t(token) * p.hidden_size;
     const bf16* w = static_cast<const bf16*>(p.shared_expert_gate);
     float gate = 0.f;
@@ -147,16 +144,16 @@ __global__ void __launch_bounds__(kRouteThreads, 1) moe_route_kernel(const MoeDe
       }
     }
     gate = group_sum<32>(gate);
-    if (lane == 0) shared_gate[token] = 1.f / (1.f + expf(-gate));
+    if (lane == 0) shared_gate[warp] = 1.f / (1.f + expf(-gate));
   }
-  __syncthreads();
-  await_previous_kernel();  // the router pass's partial logits
+  __syncwarp();
+  await_previous_kernel();  // the router pass's partial logits (and its zeroed route_done)
 
   // A warp per token: top-k (largest first, ties to the lower id) by one warp max per round over packed keys, then
   // the softmax over all experts (its max: the first key's logit) and the chosen ones' weights, renormalised.
   const int first_expert = kLaneExperts * lane;  // this lane's experts: first_expert + i
   const bool valid = first_expert < num_experts;
-  for (int token = warp; token < tokens; token += kRouteWarps) {
+  if (token < tokens) {
     float logit[kLaneExperts];
     lane_router_logits(p, token, lane, logit);
     unsigned key[kLaneExperts];
@@ -182,12 +179,33 @@ __global__ void __launch_bounds__(kRouteThreads, 1) moe_route_kernel(const MoeDe
     for (int k = 0; k < top_k; ++k) chosen_sum += __shfl_sync(0xffffffffu, my_weight, k);
     const int my_expert = min(key_expert(my_key), num_experts - 1);  // NaN logits: garbage, but in bounds
     float* weights = p.token_weight + int64_t(token) * (top_k + 1);
-    if (lane == top_k) weights[top_k] = shared_gate[token];
+    if (lane == top_k) weights[top_k] = shared_gate[warp];
     if (lane < top_k) {
       weights[lane] = p.norm_topk_prob ? my_weight / chosen_sum : my_weight;
-      pair_expert[token * top_k + lane] = my_expert;
-      pair_rank[token * top_k + lane] = atomicAdd(&counts[my_expert], 1);  // order within an expert: any
+      p.pair_expert[token * top_k + lane] = my_expert;
     }
+  }
+
+  // The last CTA to get here groups the pairs of every CTA (fences before the count publish this CTA's writes, the
+  // one after it makes the others' visible).
+  __threadfence();
+  __syncthreads();
+  if (tid == 0) {
+    last_cta = gridDim.x == 1 || atomicAdd(p.route_done, 1) == gridDim.x - 1;
+    __threadfence();
+  }
+  __syncthreads();
+  if (!last_cta) return;
+  int* counts = route_smem;
+  int* offsets = counts + num_experts;
+  int* pair_expert = offsets + num_experts;
+  int* pair_rank = pair_expert + routed_pairs;
+  for (int e = tid; e < num_experts; e += kRouteThreads) counts[e] = 0;
+  __syncthreads();
+  for (int i = tid; i < routed_pairs; i += kRouteThreads) {
+    const int expert = __ldcg(p.pair_expert + i);  // L2: other CTAs wrote it
+    pair_expert[i] = expert;
+    pair_rank[i] = atomicAdd(&counts[expert], 1);  // order within an expert: any
   }
   __syncthreads();
 
@@ -303,6 +321,7 @@ __global__ void __launch_bounds__(kThreads, kTokenTiles == 1 ? 4 : 1) moe_gemm_k
     prefetch_first_round(mats, stride, k_len);
     await_previous_kernel();  // x (router, gate_up), hidden (down)
   }
+  if (kPass == Pass::kRouter && blockIdx.x + blockIdx.y + threadIdx.x == 0) *p.route_done = 0;  // the route kernel's count
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int k_blocks = k_len / kBlockK;
 
