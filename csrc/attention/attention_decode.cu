@@ -12,8 +12,8 @@ template <int kStages>
 void launch_split(const AttentionDecodeParams& p, int row_tiles, cudaStream_t stream) {
   const int bytes = SplitSmem<kStages>::bytes(row_tiles);
   allow_shared_memory<attention_decode_split_kernel<kStages>>(bytes, "attention_decode");
-  attention_decode_split_kernel<kStages><<<dim3(p.splits, p.kv_heads, p.batch), kThreads, bytes, stream>>>(p);
-  QN_CHECK_LAUNCH();
+  launch_chained(attention_decode_split_kernel<kStages>, dim3(p.splits, p.kv_heads, p.batch), kThreads, bytes, stream,
+                 p);
 }
 
 }  // namespace
@@ -27,8 +27,7 @@ void run_attention_decode(const AttentionDecodeParams& p, cudaStream_t stream) {
   } else {
     launch_split<2>(p, row_tiles, stream);
   }
-  attention_decode_reduce_kernel<<<dim3(p.batch * p.tokens, p.query_heads), kDim, 0, stream>>>(p);
-  QN_CHECK_LAUNCH();
+  launch_chained(attention_decode_reduce_kernel, dim3(p.batch * p.tokens, p.query_heads), kDim, 0, stream, p);
 }
 
 }  // namespace qwen3next

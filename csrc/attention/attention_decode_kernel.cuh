@@ -12,6 +12,7 @@
 #include "attention/attention_decode.h"
 #include "attention/flash_block.cuh"
 #include "common/async_copy.cuh"
+#include "common/chain.cuh"
 #include "common/mma.cuh"
 #include "common/vec.cuh"
 
@@ -64,6 +65,7 @@ __device__ __forceinline__ void load_keys(bf16* dst, const bf16* cache, const At
 template <int kStages>
 __global__ void __launch_bounds__(kThreads, 1) attention_decode_split_kernel(const AttentionDecodeParams p) {
   extern __shared__ __align__(16) unsigned char smem_bytes[];
+  await_previous_kernel();  // the pre-pass's queries and new keys and values
   const int split = blockIdx.x, head = blockIdx.y, b = blockIdx.z;
   const int group = p.query_heads / p.kv_heads, rows = group * p.tokens;
   const int row_tiles = rows <= 16 ? 1 : rows <= 32 ? 2 : 4, slices = kWarps / row_tiles;
@@ -182,6 +184,7 @@ __device__ __forceinline__ float block_reduce(float x, float* scratch, bool is_m
 __global__ void __launch_bounds__(kDim) attention_decode_reduce_kernel(const AttentionDecodeParams p) {
   __shared__ float weight[kDim], scratch[kReduceWarps];
   __shared__ __align__(16) float warp_out[kReduceWarps][kDim];
+  await_previous_kernel();  // the splits' partials
   const int token = blockIdx.x, q_head = blockIdx.y, d = threadIdx.x, warp = d / 32, lane = d % 32;
   const int b = token / p.tokens, group = p.query_heads / p.kv_heads, head = q_head / group;
   const int slot = p.slots[b];

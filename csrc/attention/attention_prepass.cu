@@ -1,6 +1,7 @@
 #include <cuda_bf16.h>
 
 #include "attention/attention_prepass.h"
+#include "common/chain.cuh"
 #include "common/launch.h"
 #include "common/vec.cuh"
 
@@ -38,6 +39,7 @@ __device__ __forceinline__ void rope_row(float (&x)[kPerLane], const float* cos,
 }
 
 __global__ void __launch_bounds__(512) attention_prepass_kernel(const AttentionPrepassParams p) {
+  await_previous_kernel();  // the projections
   const int token = blockIdx.x, warp = blockIdx.y * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
   const int heads = p.query_heads + 2 * p.kv_heads;  // q heads, then k heads, then v heads
   if (warp >= heads) return;
@@ -84,8 +86,7 @@ void run_attention_prepass(const AttentionPrepassParams& p, cudaStream_t stream)
   if (p.tokens == 0 || p.seqs == 0) return;
   const int heads = p.query_heads + 2 * p.kv_heads, warps_per_block = 16;
   const dim3 grid(p.tokens, (heads + warps_per_block - 1) / warps_per_block);
-  attention_prepass_kernel<<<grid, 32 * warps_per_block, 0, stream>>>(p);
-  QN_CHECK_LAUNCH();
+  launch_chained(attention_prepass_kernel, grid, 32 * warps_per_block, 0, stream, p);
 }
 
 }  // namespace qwen3next

@@ -12,8 +12,7 @@ void launch(const RMSNormParams& p, cudaStream_t stream) {
   using Traits = RMSNormTraits<T, kKind, kVec, kLanes, kIters>;
   const int64_t rows = p.tokens * p.heads;
   const int64_t blocks = (rows + Traits::kRowsPerBlock - 1) / Traits::kRowsPerBlock;
-  rmsnorm_kernel<Traits><<<blocks, Traits::kThreads, 0, stream>>>(p);
-  QN_CHECK_LAUNCH();
+  launch_chained(rmsnorm_kernel<Traits>, blocks, Traits::kThreads, 0, stream, p);
 }
 
 // Row length in vectors -> (threads per row, vectors per thread). Rows of up to 32 vectors (a

@@ -1,5 +1,6 @@
 #pragma once
 
+#include "common/chain.cuh"
 #include "common/vec.cuh"
 #include "norm/rmsnorm.h"
 
@@ -46,6 +47,7 @@ __global__ void __launch_bounds__(Traits::kThreads) rmsnorm_kernel(const RMSNorm
   using T = typename Traits::Element;
   constexpr int kVec = Traits::kVec, kLanes = Traits::kLanes, kIters = Traits::kIters;
   constexpr NormKind kKind = Traits::kind;
+  await_previous_kernel();  // launched chained: only its launch overlaps the kernel before
 
   const int64_t row = int64_t(blockIdx.x) * Traits::kRowsPerBlock + threadIdx.x / kLanes;
   const int lane = threadIdx.x % kLanes;
