@@ -16,7 +16,8 @@ void run_passes(const MoeDecodeParams& p, cudaStream_t stream) {
   const int widest = std::max(p.expert_width, p.shared_width);
   launch_chained(moe_gemm_kernel<Pass::kRouter, kTokenTiles>, dim3(p.experts / kTileRows, kRouterSplits), kThreads, 0,
                  stream, p);
-  launch_chained(moe_route_kernel, route_ctas(p.tokens), kRouteThreads, route_shared_bytes(p.experts, p.tokens, p.top_k), stream, p);
+  launch_chained(moe_route_kernel, route_ctas(p.tokens), kRouteThreads,
+                 route_shared_bytes(p.experts, p.tokens, p.top_k), stream, p);
   launch_chained(moe_gemm_kernel<Pass::kGateUp, kTokenTiles>, dim3(widest / kTileRows, p.max_groups), kThreads, 0,
                  stream, p);
   launch_chained(moe_gemm_kernel<Pass::kDown, kTokenTiles>, dim3(p.hidden_size / kTileRows, p.max_groups), kThreads,

@@ -72,7 +72,8 @@ __device__ __forceinline__ void lane_router_logits(const MoeDecodeParams& p, int
   float4 partial[kRouterSplits][kLaneExperts / 4];
 #pragma unroll
   for (int s = 0; s < kRouterSplits; ++s) {
-    const float4* row = reinterpret_cast<const float4*>(p.router_partial + (int64_t(s) * p.tokens + token) * p.experts + first);
+    const float* split_row = p.router_partial + (int64_t(s) * p.tokens + token) * p.experts + first;
+    const float4* row = reinterpret_cast<const float4*>(split_row);
 #pragma unroll
     for (int v = 0; v < kLaneExperts / 4; ++v) partial[s][v] = row[v];
   }
@@ -116,13 +117,13 @@ __global__ void __launch_bounds__(kRouteThreads, 1) moe_route_kernel(const MoeDe
   __shared__ float shared_gate[kRouteWarps];
   __shared__ bool last_cta;
   const int num_experts = p.experts, top_k = p.top_k, tokens = p.tokens, routed_pairs = tokens * top_k;
-  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, token = blockIdx.x * kRouteWarps + warp;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, warp_token = blockIdx.x * kRouteWarps + warp;
 
   // The shared expert's gate sigmoid(shared_expert_gate . x) of the warp's token, while the router pass still runs (x
   // was written two launches back); a lane's loads all issued at once.
   constexpr int kGateVectors = 8;  // 16-byte vectors per lane in flight: a hidden size of 2048 in one round trip
-  if (token < tokens) {
-    const bf16* x = static_cast<const bf16*>(p.x) + int64_t(token) * p.hidden_size;
+  if (warp_token < tokens) {
+    const bf16* x = static_cast<const bf16*>(p.x) + int64_t(warp_token) * p.hidden_size;
     const bf16* w = static_cast<const bf16*>(p.shared_expert_gate);
     float gate = 0.f;
     for (int c0 = 8 * lane; c0 < p.hidden_size; c0 += 8 * 32 * kGateVectors) {
@@ -153,9 +154,9 @@ __global__ void __launch_bounds__(kRouteThreads, 1) moe_route_kernel(const MoeDe
   // the softmax over all experts (its max: the first key's logit) and the chosen ones' weights, renormalised.
   const int first_expert = kLaneExperts * lane;  // this lane's experts: first_expert + i
   const bool valid = first_expert < num_experts;
-  if (token < tokens) {
+  if (warp_token < tokens) {
     float logit[kLaneExperts];
-    lane_router_logits(p, token, lane, logit);
+    lane_router_logits(p, warp_token, lane, logit);
     unsigned key[kLaneExperts];
 #pragma unroll
     for (int i = 0; i < kLaneExperts; ++i) key[i] = valid ? topk_key(logit[i], first_expert + i) : 0u;
@@ -178,11 +179,11 @@ __global__ void __launch_bounds__(kRouteThreads, 1) moe_route_kernel(const MoeDe
     float chosen_sum = 0.f;  // in rank order, as the reference adds them
     for (int k = 0; k < top_k; ++k) chosen_sum += __shfl_sync(0xffffffffu, my_weight, k);
     const int my_expert = min(key_expert(my_key), num_experts - 1);  // NaN logits: garbage, but in bounds
-    float* weights = p.token_weight + int64_t(token) * (top_k + 1);
+    float* weights = p.token_weight + int64_t(warp_token) * (top_k + 1);
     if (lane == top_k) weights[top_k] = shared_gate[warp];
     if (lane < top_k) {
       weights[lane] = p.norm_topk_prob ? my_weight / chosen_sum : my_weight;
-      p.pair_expert[token * top_k + lane] = my_expert;
+      p.pair_expert[warp_token * top_k + lane] = my_expert;
     }
   }
 
@@ -321,7 +322,7 @@ __global__ void __launch_bounds__(kThreads, kTokenTiles == 1 ? 4 : 1) moe_gemm_k
     prefetch_first_round(mats, stride, k_len);
     await_previous_kernel();  // x (router, gate_up), hidden (down)
   }
-  if (kPass == Pass::kRouter && blockIdx.x + blockIdx.y + threadIdx.x == 0) *p.route_done = 0;  // the route kernel's count
+  if (kPass == Pass::kRouter && blockIdx.x + blockIdx.y + threadIdx.x == 0) *p.route_done = 0;  // route's count
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int k_blocks = k_len / kBlockK;
 
