@@ -4,8 +4,9 @@ expert) at the published model's sizes, one layer's weights; moe_decode for a fe
 ours: ops.moe. For moe_decode its few-token path (our router GEMM, routing, grouping, expert and combine kernels);
 for moe_prefill its many-token path (pairs sorted by expert with torch ops, our grouped GEMMs, swiglu and combine
 kernels). torch_grouped_mm: the same block in torch with the expert GEMMs by torch._grouped_mm over tokens sorted by
-expert (the path transformers' grouped_mm experts take, combined by index_add), graph-capturable. All
-graph-replayed over input sets whose routings differ, so the selected experts are not in L2.
+expert (the path transformers' grouped_mm experts take, combined by index_add), graph-capturable.
+transformers_grouped_mm: transformers' own Qwen3NextSparseMoeBlock with its grouped_mm experts, holding the same
+weights. All graph-replayed over input sets whose routings differ, so the selected experts are not in L2.
 
 Bytes (moe_decode): the distinct experts the sets actually select (mean over the sets) x 3 x H x I x 2, the shared
 expert, the router, the activations. FLOPs (moe_prefill): the routed experts' GEMMs, 2 x tokens x top-k x 3 x H x I
@@ -17,8 +18,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from benchmarks.bench_e2e import transformers_model
 from benchmarks.timing import set_count, time_graph
 from qwen3next_cuda import ops, reference
+from qwen3next_cuda.tools.make_checkpoint import preset_config
 
 HIDDEN, EXPERTS, TOP_K, WIDTH, SHARED_WIDTH = 2048, 512, 10, 512, 512  # the published Qwen3NextConfig()
 TOKENS = (1, 8, 32, 128)
@@ -55,9 +58,27 @@ def torch_grouped_mm_moe(x: torch.Tensor, w: reference.MoEWeights) -> torch.Tens
     return (routed + torch.sigmoid(F.linear(x, w.shared_expert_gate)).float() * shared.float()).to(x.dtype)
 
 
+def transformers_block(w: reference.MoEWeights):
+    """transformers' Qwen3NextSparseMoeBlock (grouped_mm experts) holding ``w``: layer 0's block of a one-layer model
+    at the published sizes (the same config object path as the e2e bench); None without transformers."""
+    model = transformers_model(preset_config("slice", layers=1, mtp=False))
+    if model is None:
+        return None
+    block = model.model.layers[0].mlp.requires_grad_(False)  # no autograd state in the captured graphs
+    with torch.no_grad():
+        for param, value in ((block.gate.weight, w.router), (block.experts.gate_up_proj, w.gate_up),
+                             (block.experts.down_proj, w.down), (block.shared_expert.gate_proj.weight, w.shared_gate),
+                             (block.shared_expert.up_proj.weight, w.shared_up),
+                             (block.shared_expert.down_proj.weight, w.shared_down),
+                             (block.shared_expert_gate.weight, w.shared_expert_gate)):
+            param.copy_(value)
+    return block
+
+
 def run(record) -> None:
     gen = torch.Generator(device="cuda").manual_seed(0)
     weights = random_weights(gen)
+    hf_block = transformers_block(weights)
     expert_bytes = 3 * HIDDEN * WIDTH * 2
     fixed_bytes = 3 * HIDDEN * SHARED_WIDTH * 2 + EXPERTS * HIDDEN * 2 + HIDDEN * 2
     for tokens in TOKENS:
@@ -73,6 +94,9 @@ def run(record) -> None:
         if hasattr(torch, "_grouped_mm"):
             record("moe_decode", "torch_grouped_mm", params,
                    time_graph(lambda x: torch_grouped_mm_moe(x, weights), sets), nbytes=nbytes)
+        if hf_block is not None:
+            record("moe_decode", "transformers_grouped_mm", params, time_graph(lambda x: hf_block(x[None]), sets),
+                   nbytes=nbytes)
 
     for tokens in PREFILL_TOKENS:
         probe = torch.empty(tokens, HIDDEN, dtype=torch.bfloat16, device="cuda")
@@ -86,3 +110,6 @@ def run(record) -> None:
                                                          replays=10), flops=flops)
         record("moe_prefill", "torch_grouped_mm", params,
                time_graph(lambda x: torch_grouped_mm_moe(x, weights), sets, replays=10), flops=flops)
+        if hf_block is not None:
+            record("moe_prefill", "transformers_grouped_mm", params,
+                   time_graph(lambda x: hf_block(x[None]), sets, replays=10), flops=flops)
