@@ -48,8 +48,8 @@ def commit() -> str:
 
 
 class Recorder:
-    def __init__(self, ceiling: dict):
-        self.ceiling = ceiling
+    def __init__(self, ceiling: dict, commit: str):
+        self.ceiling, self.commit = ceiling, commit
         self.rows: list[dict] = []
 
     def __call__(self, bench: str, impl: str, params: dict, median_us: float, *, nbytes: float = 0,
@@ -62,7 +62,7 @@ class Recorder:
         pct = 100 * (gbps / self.ceiling["copy_GBps"] if bytes_bound else tflops / self.ceiling["bf16_mm_TFLOPs"])
         row = {"bench": bench, "impl": impl, "params": params, "median_us": round(median_us, 3),
                "GBps": _round(gbps), "TFLOPs": _round(tflops), "pct_of_ceiling": round(pct, 1),
-               "floor_us": round(floor_us, 3)}
+               "floor_us": round(floor_us, 3), "commit": self.commit}
         self.rows.append(row)
         print(f"{bench:16s} {impl:18s} {json.dumps(params):40s} {median_us:10.2f} us  {pct:5.1f}% of ceiling",
               flush=True)
@@ -82,21 +82,23 @@ def merge(old: list[dict], new: list[dict]) -> list[dict]:
 def markdown(doc: dict) -> str:
     c = doc["ceilings"]
     lines = [f"# {doc['gpu']}", "",
-             f"torch {doc['torch']}, commit {doc['commit']}. Reproduce: `{doc['command']}`", "",
+             f"torch {doc['torch']}. Last run: commit {doc['commit']}, `{doc['command']}`; rows merged from earlier "
+             "runs keep theirs (the `commit` column).", "",
              f"Measured ceilings: copy {c['copy_GBps']:.0f} GB/s (read + write), "
              f"bf16 matmul {c['bf16_mm_TFLOPs']:.0f} TFLOP/s.", "",
              "`pct` is achieved GB/s over the copy ceiling for memory-bound rows, achieved TFLOP/s over the "
              "matmul ceiling for compute-bound ones; `vs peer` is the best peer's time over ours (rows named `*_only` "
              "time a part of the work and are not peers).", "",
-             "| bench | params | impl | median µs | GB/s | TFLOP/s | pct | floor µs | vs peer |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+             "| bench | params | impl | median µs | GB/s | TFLOP/s | pct | floor µs | vs peer | commit |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in doc["results"]:
         peers = [p["median_us"] for p in doc["results"] if p["bench"] == r["bench"] and p["params"] == r["params"]
                  and not p["impl"].startswith("ours") and not p["impl"].endswith("_only")]
         vs = f"{min(peers) / r['median_us']:.2f}x" if r["impl"].startswith("ours") and peers else ""
         params = ", ".join(f"{k}={v}" for k, v in r["params"].items())
         lines.append(f"| {r['bench']} | {params} | {r['impl']} | {r['median_us']:.2f} | {_fmt(r['GBps'])} | "
-                     f"{_fmt(r['TFLOPs'])} | {r['pct_of_ceiling']:.1f}% | {r['floor_us']:.2f} | {vs} |")
+                     f"{_fmt(r['TFLOPs'])} | {r['pct_of_ceiling']:.1f}% | {r['floor_us']:.2f} | {vs} | "
+                     f"{r.get('commit', '')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
     ceiling = {"copy_GBps": round(ceilings.copy_GBps(), 1), "bf16_mm_TFLOPs": round(ceilings.bf16_mm_TFLOPs(), 1)}
     print(f"ceilings: {ceiling}", flush=True)
-    recorder = Recorder(ceiling)
+    recorder = Recorder(ceiling, commit())
     for module, benches in SUITES.items():
         if args.only is None or set(args.only) & set(benches):
             importlib.import_module(module).run(recorder)
@@ -131,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{gpu_key(name)}.json"
     old = json.loads(path.read_text())["results"] if path.exists() else []
-    doc = {"gpu": name, "torch": torch.__version__, "commit": commit(),
+    doc = {"gpu": name, "torch": torch.__version__, "commit": recorder.commit,
            "command": " ".join(["python -m benchmarks.run", *(argv if argv is not None else sys.argv[1:])]),
            "ceilings": ceiling, "results": merge(old, recorder.rows)}
     path.write_text(json.dumps(doc, indent=1) + "\n")
