@@ -42,7 +42,7 @@ class DecodeGraphs:
     cache's batch). ``decode(tokens, slots)`` is ``model.decode(tokens, slots, cache)`` by replay; with a
     ``sampler`` (logits [B, V] and the step's slots [B], a device tensor with -1 on padding rows -> tokens [B];
     e.g. a ``sampling.Sampler``, penalties included) the graphs also choose the next tokens: ``decode_sample`` is
-    ``model.decode_sample(tokens, slots, cache, sampler)`` by replay. A ``generator`` the sampler draws from is
+    ``model.decode(tokens, slots, cache, sampler)`` by replay. A ``generator`` the sampler draws from is
     registered with the graphs, so that replays advance it as eager calls would."""
 
     def __init__(self, model, cache: HybridCache, buckets: Sequence[int] = BUCKETS,
@@ -108,7 +108,7 @@ class DecodeGraphs:
             raise ValueError("decode_sample needs the graphs captured with a sampler")
         bucket, n = self._replay(tokens, slots)
         if bucket is None:
-            return self.model.decode_sample(tokens, list(slots), self.cache, self._sampler)
+            return self.model.decode(tokens, list(slots), self.cache, self._sampler)
         return self._chosen[bucket][:n]
 
     def _replay(self, tokens: torch.Tensor, slots: Sequence[int]) -> tuple[int | None, int]:

@@ -133,47 +133,46 @@ class Qwen3NextCUDA:
 
     @torch.no_grad()
     def prefill(self, prompts: Sequence[Sequence[int]], slots: Sequence[int], cache: HybridCache,
-                all_logits: bool = False) -> torch.Tensor:
+                all_logits: bool = False, sampler: Sampler | None = None) -> torch.Tensor:
         """Run each prompt (token ids) after the tokens its slot of ``cache`` already holds, as one varlen batch.
 
         Returns fp32 logits of each prompt's last token [S, vocab], or of every token [sum of lengths, vocab]
-        when ``all_logits``.
+        when ``all_logits``; with a ``sampler`` (logits [S, V] and the slots as a device tensor [S] -> tokens [S],
+        e.g. a ``sampling.Sampler``), each prompt's next token [S] instead.
         """
         if len(prompts) != len(slots) or not prompts or not all(prompts):
             raise ValueError("prefill needs one non-empty prompt per slot")
+        if all_logits and sampler is not None:
+            raise ValueError("prefill samples from each prompt's last logits: all_logits and a sampler exclude "
+                             "each other")
         ids = torch.tensor([token for prompt in prompts for token in prompt], dtype=torch.long, device=self.device)
-        return self._forward(ids, [len(prompt) for prompt in prompts], list(slots), cache, all_logits)
+        return self._forward(ids, [len(prompt) for prompt in prompts], list(slots), cache, all_logits, sampler)
 
     @torch.no_grad()
-    def decode(self, tokens: torch.Tensor, slots: Sequence[int], cache: HybridCache) -> torch.Tensor:
-        """One new token per slot: ``tokens`` [B] -> fp32 logits [B, vocab]."""
+    def decode(self, tokens: torch.Tensor, slots: Sequence[int], cache: HybridCache,
+               sampler: Sampler | None = None) -> torch.Tensor:
+        """One new token per slot: ``tokens`` [B] -> fp32 logits [B, vocab]; with a ``sampler`` (as for
+        :meth:`prefill`), the next tokens [B] instead: the eager twin of ``DecodeGraphs.decode_sample``."""
         if tokens.dim() != 1 or tokens.numel() != len(slots):
             raise ValueError(f"decode needs one token per slot, got tokens {tuple(tokens.shape)} for {len(slots)} "
                              f"slots")
-        return self._forward(tokens.to(self.device, torch.long), [1] * len(slots), list(slots), cache, False)
-
-    @torch.no_grad()
-    def decode_sample(self, tokens: torch.Tensor, slots: Sequence[int], cache: HybridCache,
-                      sampler: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        """:meth:`decode`, then ``sampler`` (logits [B, V] and the slots as a device tensor [B] -> tokens [B], e.g.
-        a ``sampling.Sampler``): the next tokens [B] (int64). The eager twin of ``DecodeGraphs.decode_sample``."""
-        return sampler(self.decode(tokens, slots, cache), self._slot_tensor(slots))
-
-    def _slot_tensor(self, slots: Sequence[int]) -> torch.Tensor:
-        return torch.tensor(list(slots), dtype=torch.int32, device=self.device)
+        return self._forward(tokens.to(self.device, torch.long), [1] * len(slots), list(slots), cache, False, sampler)
 
     def _forward(self, ids: torch.Tensor, lengths: list[int], slots: list[int], cache: HybridCache,
-                 all_logits: bool) -> torch.Tensor:
-        """ids [N]: the new tokens of each sequence in turn (lengths[s] for slot slots[s])."""
+                 all_logits: bool, sampler: Sampler | None = None) -> torch.Tensor:
+        """ids [N]: the new tokens of each sequence in turn (lengths[s] for slot slots[s]); logits, or with a
+        sampler the next tokens, chosen by the batch's own slot tensor."""
         if len(set(slots)) != len(slots):
             raise ValueError(f"slots {slots} repeat: each sequence needs its own slot")
         for slot, length in zip(slots, lengths):
             cache.check_room(slot, length)
         batch = _Batch.of(slots, [cache.lengths[slot] for slot in slots], lengths, cache.max_len, self.device)
-        logits = self._step(ids, batch, cache, all_logits)
+        out = self._step(ids, batch, cache, all_logits)
+        if sampler is not None:
+            out = sampler(out, batch.slot_tensor)
         for slot, length in zip(slots, lengths):
             cache.lengths[slot] += length
-        return logits
+        return out
 
     def _step(self, ids: torch.Tensor, batch: _Batch, cache: HybridCache, all_logits: bool) -> torch.Tensor:
         """The forward on device tensors only (no host sync, no copy from the host): what a CUDA graph captures.
@@ -344,7 +343,7 @@ class Qwen3NextCUDA:
         sampler = Sampler(params, self.config.vocab_size, cache.max_batch, self.device, generator)
         for slot, prompt in zip(slots, prompts):
             sampler.start(slot, prompt)
-        tokens = sampler(self.prefill(prompts, slots, cache), self._slot_tensor(slots))
+        tokens = self.prefill(prompts, slots, cache, sampler=sampler)
 
         # the next tokens from the last ones, by a graph replay that samples too or eagerly; the graphs are captured
         # at the first decode step, so the first tokens come out after the prefill alone
@@ -354,7 +353,7 @@ class Qwen3NextCUDA:
         def make_step():
             if cuda_graphs:
                 return graphs.DecodeGraphs(self, cache, sampler=sampler, generator=generator).decode_sample
-            return functools.partial(self.decode_sample, cache=cache, sampler=sampler)
+            return functools.partial(self.decode, cache=cache, sampler=sampler)
         step = None
         running = list(range(len(prompts)))
         for step_index in range(max_new_tokens):
