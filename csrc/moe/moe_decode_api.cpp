@@ -6,6 +6,7 @@
 #include <initializer_list>
 
 #include "common/checks.h"
+#include "common/workspace.h"
 #include "moe/moe_decode.h"
 
 namespace qwen3next {
@@ -60,20 +61,6 @@ void moe_decode(at::Tensor& out, const at::Tensor& x, const at::Tensor& router, 
   if (tokens == 0) return;
 
   const c10::cuda::OptionalCUDAGuard guard(x.device());
-  // Workspace (stream-ordered through the caching allocator, so the op stays capturable).
-  const int64_t pairs = tokens * (top_k + 1), groups = std::min(experts, tokens * top_k) + 1;
-  const auto ints = x.options().dtype(at::kInt);
-  const at::Tensor router_partial = at::empty({kRouterSplits, tokens, experts}, x.options().dtype(at::kFloat));
-  const at::Tensor token_weight = at::empty({tokens, top_k + 1}, x.options().dtype(at::kFloat));
-  const at::Tensor token_pair = at::empty({tokens, top_k + 1}, ints);
-  const at::Tensor pair_token = at::empty({pairs}, ints);
-  const at::Tensor route_scratch = at::empty({tokens * top_k + 1}, ints);  // pair_expert, route_done
-  const at::Tensor group_expert = at::empty({groups}, ints);
-  const at::Tensor group_start = at::empty({groups + 1}, ints);
-  const at::Tensor num_groups = at::empty({1}, ints);
-  const at::Tensor hidden_act = at::empty({pairs, std::max(width, shared_width)}, x.options());
-  const at::Tensor expert_out = at::empty({pairs, hidden}, x.options().dtype(at::kFloat));
-
   MoeDecodeParams p{};
   p.x = x.data_ptr();
   p.router = router.data_ptr();
@@ -84,17 +71,29 @@ void moe_decode(at::Tensor& out, const at::Tensor& x, const at::Tensor& router, 
   p.shared_down = shared_down.data_ptr();
   p.shared_expert_gate = shared_expert_gate.data_ptr();
   p.out = out.data_ptr();
-  p.router_partial = router_partial.data_ptr<float>();
-  p.token_weight = token_weight.data_ptr<float>();
-  p.token_pair = token_pair.data_ptr<int32_t>();
-  p.pair_token = pair_token.data_ptr<int32_t>();
-  p.pair_expert = route_scratch.data_ptr<int32_t>();
-  p.route_done = p.pair_expert + tokens * top_k;
-  p.group_expert = group_expert.data_ptr<int32_t>();
-  p.group_start = group_start.data_ptr<int32_t>();
-  p.num_groups = num_groups.data_ptr<int32_t>();
-  p.hidden = hidden_act.data_ptr();
-  p.expert_out = expert_out.data_ptr<float>();
+  // Workspace: one buffer (stream-ordered through the caching allocator, so the op stays capturable) carved into the
+  // kernels' arrays, each 16-byte aligned.
+  const int64_t pairs = tokens * (top_k + 1), routed = tokens * top_k, groups = std::min(experts, routed) + 1;
+  const int64_t partial_count = kRouterSplits * tokens * experts, hidden_count = pairs * std::max(width, shared_width);
+  const int64_t bytes = carved_bytes<float>(partial_count) + carved_bytes<float>(pairs) +
+                        2 * carved_bytes<int32_t>(pairs) + carved_bytes<int32_t>(routed) + 2 * carved_bytes<int32_t>(1) +
+                        carved_bytes<int32_t>(groups) + carved_bytes<int32_t>(groups + 1) +
+                        carved_bytes<at::BFloat16>(hidden_count) + carved_bytes<float>(pairs * hidden);
+  const at::Tensor workspace = at::empty({bytes}, x.options().dtype(at::kByte));
+  uint8_t* const base = workspace.data_ptr<uint8_t>();
+  uint8_t* cursor = base;
+  p.router_partial = carve<float>(cursor, partial_count);
+  p.token_weight = carve<float>(cursor, pairs);
+  p.token_pair = carve<int32_t>(cursor, pairs);
+  p.pair_token = carve<int32_t>(cursor, pairs);
+  p.pair_expert = carve<int32_t>(cursor, routed);
+  p.route_done = carve<int32_t>(cursor, 1);
+  p.num_groups = carve<int32_t>(cursor, 1);
+  p.group_expert = carve<int32_t>(cursor, groups);
+  p.group_start = carve<int32_t>(cursor, groups + 1);
+  p.hidden = carve<at::BFloat16>(cursor, hidden_count);
+  p.expert_out = carve<float>(cursor, pairs * hidden);
+  TORCH_INTERNAL_ASSERT(cursor == base + bytes, "moe_decode: the workspace's size and its carving disagree");
   p.tokens = static_cast<int>(tokens);
   p.hidden_size = static_cast<int>(hidden);
   p.experts = static_cast<int>(experts);

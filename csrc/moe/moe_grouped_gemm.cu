@@ -16,6 +16,7 @@
 #include "common/checks.h"
 #include "common/device.h"
 #include "common/launch.h"
+#include "common/workspace.h"
 #include "cutlass/cutlass.h"
 #include "cutlass/epilogue/thread/linear_combination.h"
 #include "cutlass/gemm/device/gemm_grouped.h"
@@ -36,14 +37,6 @@ namespace {
 
 using Element = cutlass::bfloat16_t;
 constexpr int kAlignment = 8;  // elements per 16-byte access
-
-// Carves `count` objects of T, 16-byte aligned, from a byte buffer.
-template <typename T>
-T* carve(uint8_t*& cursor, int64_t count) {
-  T* p = reinterpret_cast<T*>(cursor);
-  cursor += (count * int64_t(sizeof(T)) + 15) / 16 * 16;
-  return p;
-}
 
 // Group e's rows of a and out.
 struct GroupRows {
