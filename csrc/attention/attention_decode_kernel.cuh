@@ -25,13 +25,16 @@ constexpr int kDim = 256;  // head dim
 constexpr int kKeys = 64;  // keys per stage
 constexpr int kThreads = 128, kWarps = kThreads / 32;
 constexpr int kLd = kDim + 8;  // padded bf16 row: 33 16-byte units, ldmatrix without bank conflicts
+// fp32 row of a warp's O in the merge: 16-byte aligned rows (float4 reads), and a half-warp's float2 stores of
+// its accumulator (4 rows x 4 column pairs) fall on 32 distinct banks.
+constexpr int kMergeLd = kDim + 8;
 
 // Dynamic shared memory: the query rows, then kStages stages of K and V (reused to merge the warps' results).
 // Three stages keep two in flight while one is used (211 KB with one row tile: sm90 and sm100), else two.
 template <int kStages>
 struct SplitSmem {
   static constexpr int kStageBytes = kKeys * kLd * 2;
-  static constexpr int kMergeBytes = kWarps * 16 * (kDim + 2) * 4;  // per warp: 16 rows of O, m, l
+  static constexpr int kMergeBytes = kWarps * 16 * (kMergeLd + 2) * 4;  // per warp: 16 rows of O, then (m, l)
   static constexpr int kStagesBytes = 2 * kStages * kStageBytes;
   static_assert(kMergeBytes <= kStagesBytes, "the merge reuses the stages");
   static int bytes(int row_tiles) { return row_tiles * 16 * kLd * 2 + kStagesBytes; }
@@ -127,35 +130,49 @@ __global__ void __launch_bounds__(kThreads, 1) attention_decode_split_kernel(con
   cp_async_wait<0>();
   __syncthreads();  // no copy in flight into the stages the merge reuses
 
-  // Merge the warps of each row tile (their key slices) and write the split's partial result.
+  // Merge the warps of each row tile (their key slices) and write the split's partial result. Slice s keeps row r
+  // at merge row 16 row_tiles s + r. A thread takes 4 columns of a row per step (rows x 64 steps per CTA) and
+  // weighs the row's slices itself: no serial loop per element, no barrier for the weights.
   rows_state.reduce_sums();
-  float* merge = reinterpret_cast<float*>(k_smem);  // per warp: [16][kDim + 2]: O, then m, l
-  float* mine = merge + warp * 16 * (kDim + 2);
+  float* merge = reinterpret_cast<float*>(k_smem);  // [kWarps * 16][kMergeLd]: O, then [kWarps * 16] (m, l)
+  float2* merge_ml = reinterpret_cast<float2*>(merge + kWarps * 16 * kMergeLd);
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
-    float* row = mine + (g + 8 * half) * (kDim + 2);
+    const int row = warp * 16 + g + 8 * half;
 #pragma unroll
     for (int nt = 0; nt < kDim / 8; ++nt) {
-      *reinterpret_cast<float2*>(row + nt * 8 + 2 * t) =
+      *reinterpret_cast<float2*>(merge + row * kMergeLd + nt * 8 + 2 * t) =
           make_float2(rows_state.o[nt][2 * half], rows_state.o[nt][2 * half + 1]);
     }
-    if (t == 0) row[kDim] = rows_state.max[half], row[kDim + 1] = rows_state.sum[half];
+    if (t == 0) merge_ml[row] = make_float2(rows_state.max[half], rows_state.sum[half]);
   }
   __syncthreads();
   const int64_t base_row = ((int64_t(b) * p.kv_heads + head) * p.splits + split) * rows;
-  for (int i = tid; i < rows * kDim; i += kThreads) {
-    const int r = i / kDim, d = i % kDim, rt = r / 16;
+  const int slice_rows = 16 * row_tiles;
+  for (int i = tid; i < rows * (kDim / 4); i += kThreads) {
+    const int r = i / (kDim / 4), col = i % (kDim / 4) * 4;
+    // Every slot read before any is used (one shared-memory round trip); past the slices a slot rereads the last
+    // slice and weighs 0.
+    float2 ml[kWarps];
+    float4 o[kWarps];
     float m = -INFINITY;
-    for (int s = 0; s < slices; ++s) m = fmaxf(m, merge[((s * row_tiles + rt) * 16 + r % 16) * (kDim + 2) + kDim]);
-    float sum = 0.f, out = 0.f;
-    for (int s = 0; s < slices; ++s) {
-      const float* row = merge + ((s * row_tiles + rt) * 16 + r % 16) * (kDim + 2);
-      const float weight = row[kDim] == -INFINITY ? 0.f : exp2f(row[kDim] - m);
-      out += weight * row[d];
-      sum += weight * row[kDim + 1];
+#pragma unroll
+    for (int s = 0; s < kWarps; ++s) {
+      const int row = min(s, slices - 1) * slice_rows + r;
+      ml[s] = merge_ml[row];
+      o[s] = *reinterpret_cast<const float4*>(merge + row * kMergeLd + col);
+      m = fmaxf(m, ml[s].x);
     }
-    p.partial_out[(base_row + r) * kDim + d] = out;
-    if (d == 0) p.partial_max[base_row + r] = m, p.partial_sum[base_row + r] = sum;
+    float4 out = make_float4(0.f, 0.f, 0.f, 0.f);
+    float sum = 0.f;
+#pragma unroll
+    for (int s = 0; s < kWarps; ++s) {
+      const float weight = s >= slices || ml[s].x == -INFINITY ? 0.f : exp2f(ml[s].x - m);
+      out.x += weight * o[s].x, out.y += weight * o[s].y, out.z += weight * o[s].z, out.w += weight * o[s].w;
+      sum += weight * ml[s].y;
+    }
+    *reinterpret_cast<float4*>(p.partial_out + (base_row + r) * kDim + col) = out;
+    if (col == 0) p.partial_max[base_row + r] = m, p.partial_sum[base_row + r] = sum;
   }
 }
 
