@@ -26,4 +26,12 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
 }
 
+// Asks L2 to fetch `bytes` (a multiple of 16) from global memory starting at `gmem` (16-byte aligned), one
+// instruction for the whole range (sm90+; a no-op before). Only a hint: it reads nothing into the thread.
+__device__ __forceinline__ void prefetch_l2(const void* gmem, uint32_t bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(gmem), "r"(bytes) : "memory");
+#endif
+}
+
 }  // namespace qwen3next

@@ -31,15 +31,22 @@ void allow_shared_memory(int bytes, const char* op) {
   allowed_bytes.store(bytes, std::memory_order_relaxed);
 }
 
+// The launch attribute that chains a kernel to the one before it in the stream (programmatic dependent launch, sm90+
+// only), for launches that set other attributes too; launch_chained sets it alone.
+inline cudaLaunchAttribute chained_attribute() {
+  cudaLaunchAttribute chained{};
+  chained.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  chained.val.programmaticStreamSerializationAllowed = 1;
+  return chained;
+}
+
 // kernel<<<grid, block, shared_bytes, stream>>>(args...) launched chained to the kernel before it in the stream
 // (programmatic dependent launch, sm90+): it may start while that one runs, and must follow common/chain.cuh's rules.
 // Before sm90 a plain launch.
 template <typename... Params, typename... Args>
 void launch_chained(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t stream,
                     Args&&... args) {
-  cudaLaunchAttribute chained{};
-  chained.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  chained.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchAttribute chained = chained_attribute();
   cudaLaunchConfig_t config{};
   config.gridDim = grid;
   config.blockDim = block;

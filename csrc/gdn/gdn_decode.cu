@@ -35,16 +35,19 @@ void launch(const GdnDecodeParams& p, cudaStream_t stream) {
   config.blockDim = dim3(Traits::kThreads);
   config.dynamicSmemBytes = Traits::kStateBytes;
   config.stream = stream;
-  cudaLaunchAttribute cluster{};
-  cluster.id = cudaLaunchAttributeClusterDimension;
-  cluster.val.clusterDim.x = kRatio;
-  cluster.val.clusterDim.y = cluster.val.clusterDim.z = 1;
-  config.attrs = &cluster;
-  config.numAttrs = 1;
+  // Clusters, launched chained (the kernel's prologue overlaps the kernel before it: see gdn_decode.h).
+  cudaLaunchAttribute attributes[2]{};
+  attributes[0].id = cudaLaunchAttributeClusterDimension;
+  attributes[0].val.clusterDim.x = kRatio;
+  attributes[0].val.clusterDim.y = attributes[0].val.clusterDim.z = 1;
+  attributes[1] = chained_attribute();
+  config.attrs = attributes;
+  config.numAttrs = 1;  // the occupancy query takes the cluster shape alone (as CUTLASS's does)
   // Lanes of sequences: as many as fit at once, then evened out so every lane walks as many sequences.
   const int max_lanes = std::max(resident_clusters<Traits>(config) / p.key_heads, 1);
   const int rounds = (p.batch + max_lanes - 1) / max_lanes;
   config.gridDim.y = (p.batch + rounds - 1) / rounds;
+  config.numAttrs = 2;
   cudaLaunchKernelEx(&config, gdn_decode_kernel<Traits>, p);
   QN_CHECK_LAUNCH();
 }

@@ -28,7 +28,9 @@ struct GdnDecodeParams {
   bool bf16_state;
 };
 
-// Launches on `stream`; the device must have thread-block clusters (sm90 and newer).
+// Launches on `stream`; the device must have thread-block clusters (sm90 and newer). Launched chained
+// (common/chain.cuh): before the kernel before it in the stream has finished it only loads weights and asks L2
+// for the states its slots name at that moment, so that kernel may write anything.
 template <typename T>
 void run_gdn_decode(const GdnDecodeParams& params, cudaStream_t stream);
 

@@ -3,6 +3,7 @@
 #include <cooperative_groups.h>
 
 #include "common/async_copy.cuh"
+#include "common/chain.cuh"
 #include "common/vec.cuh"
 #include "gdn/gdn_decode.h"
 
@@ -13,7 +14,8 @@ namespace qwen3next {
 // (blockIdx.y, + gridDim.y, ...) and keep loads in flight: the state of the next sequence streams
 // into shared memory (cp.async) and the next sequence's inputs and conv state into registers while the
 // current one is computed. The cluster is needed because the key head's q/k conv channels are shared:
-// their conv state may be overwritten only after every CTA of the cluster read it.
+// their conv state may be overwritten only after every CTA of the cluster read it. Launched chained: the
+// weights load and the first states are asked of L2 while the kernel before (in_proj) still runs.
 template <typename T, typename StateT, int kRatio_, int kTokens_>
 struct GdnDecodeTraits {
   using Element = T;
@@ -138,9 +140,10 @@ __global__ void __launch_bounds__(Traits::kThreads) gdn_decode_kernel(const GdnD
       for (int w = 0; w < kWidth - 1; ++w) next_window[w] = conv_state_of(slot)[w * channels + channel];
     }
   };
-  auto state_row = [&](int slot) {
-    return static_cast<StateT*>(p.recurrent_state) + ((int64_t(slot) * p.value_heads + head) * kDim + row) * kDim;
+  auto state_of = [&](int slot) {  // this head's state in slot `slot`
+    return static_cast<StateT*>(p.recurrent_state) + (int64_t(slot) * p.value_heads + head) * kDim * kDim;
   };
+  auto state_row = [&](int slot) { return state_of(slot) + row * kDim; };
   auto stage_copy = [&](int stage, int i) -> uint4* { return &state_s[(stage * kCopies + i) * kThreads + tid]; };
   auto fetch_state = [&](int stage, int slot) {  // one commit group per sequence, empty for padding
     if (slot >= 0) {
@@ -150,16 +153,24 @@ __global__ void __launch_bounds__(Traits::kThreads) gdn_decode_kernel(const GdnD
     cp_async_commit();
   };
 
-  // The lane's slots: this sequence's, the next one's (its state in flight) and the one after (fetched in
-  // this iteration), each entry loaded an iteration before it is checked so that no thread waits on it.
+  // Before the await only hints: the slots as they stand now name the lane's first state to ask of L2. The slots and
+  // states may be what the kernel before writes (a previous call on the same slots), so they are read for real
+  // after it (common/chain.cuh).
   const int step = gridDim.y;
   int seq = blockIdx.y;
+  if (tid == 0 && seq < p.batch) {
+    const int hinted = checked_slot(p, __ldcg(p.slots + seq));  // through L2: no stale copy left in L1
+    if (hinted >= 0) prefetch_l2(state_of(hinted), kDim * kDim * sizeof(StateT));
+  }
+  await_previous_kernel();
+  // The lane's slots: this sequence's, the next one's (its state in flight) and the one after (fetched in
+  // this iteration), each entry loaded an iteration before it is checked so that no thread waits on it.
   int slot = checked_slot(p, slot_entry(p, seq)), next_slot = checked_slot(p, slot_entry(p, seq + step));
   int far_entry = slot_entry(p, seq + 2 * step);
-  load_inputs(seq);
   if (slot >= 0) load_window(slot);
   fetch_state(0, slot);
   fetch_state(1, next_slot);
+  load_inputs(seq);
   for (int stage = 0; seq < p.batch; stage ^= 1) {
     const int next_seq = seq + step, far_slot = checked_slot(p, far_entry);
     far_entry = slot_entry(p, seq + 3 * step);
