@@ -77,6 +77,58 @@ __device__ __forceinline__ void mma_rows(float (&acc)[kN / 8][4], const __nv_bfl
   }
 }
 
+// tf32 products of fp32 tiles (m16n8k8, fp32 accumulators) where bf16 operands lose too much: row-major fp32
+// tiles in shared memory with a row stride `ld` = 4 (mod 32) (e.g. 68), so a fragment's 32 reads of A hit 32 banks.
+// Operands are rounded to nearest tf32 (10-bit mantissa) as they are loaded. Fragments, g = lane / 4, t = lane % 4:
+//   A 16x8 (m x k):  a[0] = (g, t)  a[1] = (g+8, t)  a[2] = (g, t+4)  a[3] = (g+8, t+4)
+//   B 8x8  (k x n):  b[0] = (k t, n g)  b[1] = (k t+4, n g)         C as above.
+__device__ __forceinline__ unsigned to_tf32(float x) {
+  unsigned r;
+  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
+  return r;
+}
+
+// c += a * b, one 16x8 tile.
+__device__ __forceinline__ void mma_tf32(FragC& c, const unsigned (&a)[4], const unsigned (&b)[2]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// acc (16 rows x kN columns) += A (rows m0.., columns [k_begin, k_end) of a row-major fp32 [m][k] tile) times
+// B (rows [k_begin, k_end), columns n0.. of a row-major fp32 [k][n] tile); k_begin and k_end multiples of 8.
+template <int kN>
+__device__ __forceinline__ void mma_rows_tf32(float (&acc)[kN / 8][4], const float* a, int lda, int m0,
+                                              const float* b, int ldb, int n0, int k_begin, int k_end, int lane) {
+  const int g = lane / 4, t = lane % 4;
+  for (int k0 = k_begin; k0 < k_end; k0 += 8) {
+    const float* ar = a + (m0 + g) * lda + k0 + t;
+    const unsigned fa[4] = {to_tf32(ar[0]), to_tf32(ar[8 * lda]), to_tf32(ar[4]), to_tf32(ar[8 * lda + 4])};
+    const float* br = b + (k0 + t) * ldb + n0 + g;
+#pragma unroll
+    for (int nt = 0; nt < kN / 8; ++nt) {
+      const unsigned fb[2] = {to_tf32(br[8 * nt]), to_tf32(br[4 * ldb + 8 * nt])};
+      mma_tf32(acc[nt], fa, fb);
+    }
+  }
+}
+
+// Stores a 16 x kN accumulator (times `scale`) at rows m0.., columns n0.. of a row-major fp32 tile.
+template <int kN>
+__device__ __forceinline__ void store_rows(float* tile, int ld, int m0, int n0, const float (&acc)[kN / 8][4],
+                                           float scale, int lane) {
+#pragma unroll
+  for (int nt = 0; nt < kN / 8; ++nt) {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      *reinterpret_cast<float2*>(tile + (m0 + lane / 4 + 8 * half) * ld + n0 + 8 * nt + 2 * (lane % 4)) =
+          make_float2(scale * acc[nt][2 * half], scale * acc[nt][2 * half + 1]);
+    }
+  }
+}
+
 __device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
   const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
   return *reinterpret_cast<const unsigned*>(&v);

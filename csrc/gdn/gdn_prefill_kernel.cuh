@@ -63,56 +63,58 @@ __device__ __forceinline__ void copy_rows(bf16* dst, int ld, const bf16* src, in
 // ---- prepare: one CTA per (chunk, key head, sequence), both value heads of the key head -----------------
 
 struct PrepareSmem {
-  bf16 q[kChunk][kLdDim];  // raw q rows of the key head (zeros past the sequence)
-  bf16 k[kChunk][kLdDim];
-  float solve[kChunk][kLdSolve];  // A, then T = (I + A)^-1 in place
-  float partial[16][3 * 16 + 4];  // one row block's sums A_ik T_kj of the solve
+  struct Rows {
+    bf16 q[kChunk][kLdDim];  // raw q rows of the key head (zeros past the sequence)
+    bf16 k[kChunk][kLdDim];
+  };
+  union {
+    Rows rows;
+    float t[kRatio][kChunk][kLdSolve];  // T = (I + A)^-1 per value head, once K K^T and Q K^T are in registers
+  };
+  float a[kRatio][kChunk][kLdSolve];  // A per value head (strictly lower)
   float inv_norm_q[kChunk], inv_norm_k[kChunk];
   float beta[kRatio][kChunk], cum_g[kRatio][kChunk];
 };
 
-// Inverts the unit lower-triangular I + A held in `solve` (A strictly lower, zeros above) in place.
-__device__ __forceinline__ void invert_unit_lower(PrepareSmem& sm, int tid) {
-  const int warp = tid / 32, lane = tid % 32;
-  // Diagonal 16x16 blocks by forward substitution: a warp per block, a column per lane.
-  if (warp < kRowBlocks && lane < 16) {
-    const int base = 16 * warp;
+// T = (I + A)^-1 of both value heads, A in sm.a (zeros above the diagonal), T into sm.t (its blocks above the
+// diagonal left as they are). A warp owns 16-column block `block` of head `head`'s T: with T_ii the inverted
+// diagonal blocks, T_ij = -T_ii sum_{k=j}^{i-1} A_ik T_kj needs only the warp's own column block below the
+// diagonal, so after the diagonal blocks the warps run without barriers. The sums run on tensor cores in tf32
+// (fp32 accumulation): bf16 operands would add errors the size of T's own bf16 rounding at every block level.
+__device__ __forceinline__ void invert_unit_lower(PrepareSmem& sm, int head, int block, int lane) {
+  float (*t)[kLdSolve] = sm.t[head];
+  const float* a = &sm.a[head][0][0];
+  const int base = 16 * block;
+  // The diagonal block by forward substitution, a column per lane.
+  if (lane < 16) {
     float x[16];
 #pragma unroll
     for (int r = 0; r < 16; ++r) {
       float acc = r == lane ? 1.f : 0.f;
 #pragma unroll
-      for (int j = 0; j < r; ++j) acc -= sm.solve[base + r][base + j] * x[j];
+      for (int j = 0; j < r; ++j) acc -= a[(base + r) * kLdSolve + base + j] * x[j];
       x[r] = acc;
     }
-    __syncwarp(0xffffu);
 #pragma unroll
-    for (int r = 0; r < 16; ++r) sm.solve[base + r][base + lane] = x[r];
+    for (int r = 0; r < 16; ++r) t[base + r][base + lane] = x[r];
   }
-  __syncthreads();
-  // Row block i: T_ij = -T_ii sum_{k=j}^{i-1} A_ik T_kj for j < i. Every sum of the row block reads its A
-  // blocks before any T_ij replaces one; earlier row blocks already hold T.
-  for (int bi = 1; bi < kRowBlocks; ++bi) {
-    const int width = 16 * bi;
-    for (int o = tid; o < 16 * width; o += kThreads) {
-      const int r = o / width, col = o % width;
-      float acc = 0.f;
-      for (int k = col & ~15; k < width; ++k) acc += sm.solve[width + r][k] * sm.solve[k][col];
-      sm.partial[r][col] = acc;
-    }
-    __syncthreads();
-    for (int o = tid; o < 16 * width; o += kThreads) {
-      const int r = o / width, col = o % width;
-      float acc = 0.f;
-#pragma unroll
-      for (int k = 0; k < 16; ++k) acc -= sm.solve[width + r][width + k] * sm.partial[k][col];
-      sm.solve[width + r][col] = acc;
-    }
-    __syncthreads();
+  __syncthreads();  // every diagonal block is complete
+  for (int i = block + 1; i < kRowBlocks; ++i) {
+    float sum[2][4] = {};
+    mma_rows_tf32<16>(sum, a, kLdSolve, 16 * i, &t[0][0], kLdSolve, base, base, 16 * i, lane);
+    store_rows<16>(&t[0][0], kLdSolve, 16 * i, base, sum, 1.f, lane);  // staged in T_ij's place (the warp's own)
+    __syncwarp();
+    float tij[2][4] = {};
+    mma_rows_tf32<16>(tij, &t[0][0], kLdSolve, 16 * i, &t[0][0], kLdSolve, base, 16 * i, 16 * i + 16, lane);
+    __syncwarp();  // the sum is read before T_ij replaces it
+    store_rows<16>(&t[0][0], kLdSolve, 16 * i, base, tij, -1.f, lane);
+    __syncwarp();  // T_ij is visible to the next row block's sum
   }
 }
 
-__global__ void __launch_bounds__(kThreads) gdn_prefill_prepare_kernel(const GdnPrefillParams p) {
+// Three CTAs per SM where shared memory allows (sm90: 3 x 70 KB): a CTA's serial steps (the loads, the solve's
+// column blocks of unequal length, the barriers) leave its warps idle, and the other CTAs fill the gaps.
+__global__ void __launch_bounds__(kThreads, 3) gdn_prefill_prepare_kernel(const GdnPrefillParams p) {
   extern __shared__ __align__(16) unsigned char smem_bytes[];
   PrepareSmem& sm = *reinterpret_cast<PrepareSmem*>(smem_bytes);
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
@@ -125,10 +127,10 @@ __global__ void __launch_bounds__(kThreads) gdn_prefill_prepare_kernel(const Gdn
     const int row0 = seq.start + chunk * kChunk, rows = min(kChunk, seq.length - chunk * kChunk);
     __syncthreads();  // the previous chunk is done with shared memory
     const bf16* chunk_rows = qkv + int64_t(row0) * p.qkv_row_stride;
-    copy_rows<kChunk, kDim>(&sm.q[0][0], kLdDim, chunk_rows + key_head * kDim, p.qkv_row_stride, rows, tid);
-    copy_rows<kChunk, kDim>(&sm.k[0][0], kLdDim, chunk_rows + key_dim + key_head * kDim, p.qkv_row_stride, rows, tid);
+    copy_rows<kChunk, kDim>(&sm.rows.q[0][0], kLdDim, chunk_rows + key_head * kDim, p.qkv_row_stride, rows, tid);
+    copy_rows<kChunk, kDim>(&sm.rows.k[0][0], kLdDim, chunk_rows + key_dim + key_head * kDim, p.qkv_row_stride, rows,
+                            tid);
     cp_async_commit();
-
     // Gating while the rows land: a thread per (value head, token); g = 0 and beta = 0 past the sequence.
     const int gate_head = tid / kChunk, gate_row = tid % kChunk, head0 = key_head * kRatio;
     if (gate_head < kRatio) {
@@ -152,7 +154,7 @@ __global__ void __launch_bounds__(kThreads) gdn_prefill_prepare_kernel(const Gdn
     __syncthreads();
     if (gate_head < kRatio && gate_row >= 32) sm.cum_g[gate_head][gate_row] += sm.cum_g[gate_head][31];
     for (int r = warp; r < 2 * kChunk; r += kWarps) {  // 1 / |x| of every q and k row: a warp per row
-      const bf16* row = r < kChunk ? sm.q[r] : sm.k[r - kChunk];
+      const bf16* row = r < kChunk ? sm.rows.q[r] : sm.rows.k[r - kChunk];
       float x[4];
       load_float<bf16, 4>(x, row + 4 * lane);
       const float sum = group_sum<32>(x[0] * x[0] + x[1] * x[1] + x[2] * x[2] + x[3] * x[3]);
@@ -165,13 +167,13 @@ __global__ void __launch_bounds__(kThreads) gdn_prefill_prepare_kernel(const Gdn
     for (int k0 = 0; k0 < kDim; k0 += 16) {
       if (2 * group <= block) {
         FragA ak, aq;
-        load_a(ak, &sm.k[0][0], kLdDim, 16 * block, k0, lane);
-        load_a(aq, &sm.q[0][0], kLdDim, 16 * block, k0, lane);
+        load_a(ak, &sm.rows.k[0][0], kLdDim, 16 * block, k0, lane);
+        load_a(aq, &sm.rows.q[0][0], kLdDim, 16 * block, k0, lane);
 #pragma unroll
         for (int np = 0; np < 2; ++np) {
           if (2 * group + np <= block) {
             FragB2 b;
-            load_b_nk(b, &sm.k[0][0], kLdDim, k0, 32 * group + 16 * np, lane);
+            load_b_nk(b, &sm.rows.k[0][0], kLdDim, k0, 32 * group + 16 * np, lane);
             mma(kk[2 * np], ak, b, 0);
             mma(kk[2 * np + 1], ak, b, 1);
             mma(qk[2 * np], aq, b, 0);
@@ -180,7 +182,7 @@ __global__ void __launch_bounds__(kThreads) gdn_prefill_prepare_kernel(const Gdn
         }
       }
     }
-    __syncthreads();  // cumulative g and the norms are complete
+    __syncthreads();  // cumulative g and the norms are complete; q and k are read
 
     const float q_scale = rsqrtf(float(kDim));
 #pragma unroll 1
@@ -205,26 +207,35 @@ __global__ void __launch_bounds__(kThreads) gdn_prefill_prepare_kernel(const Gdn
             a[e] = col < i ? bi * sm.inv_norm_k[col] * kk[nt][2 * half + e] * decay : 0.f;
             pq[e] = qi * sm.inv_norm_k[col] * qk[nt][2 * half + e] * decay;
           }
-          *reinterpret_cast<float2*>(&sm.solve[i][col0]) = make_float2(a[0], a[1]);
+          *reinterpret_cast<float2*>(&sm.a[j][i][col0]) = make_float2(a[0], a[1]);
           if (i < rows) p_row[col0 / 2] = pack_bf16(pq[0], pq[1]);
         }
       }
-      __syncthreads();
-      invert_unit_lower(sm, tid);
-      // Rows of T diag(beta), a warp per row (128 contiguous bytes).
-      for (int o = tid; o < rows * kChunk / 2; o += kThreads) {
-        const int r = o / (kChunk / 2), col = o % (kChunk / 2) * 2;
-        *reinterpret_cast<unsigned*>(static_cast<bf16*>(p.t) + (int64_t(row0 + r) * p.value_heads + head) * kChunk +
-                                     col) =
-            pack_bf16(sm.solve[r][col] * sm.beta[j][col], sm.solve[r][col + 1] * sm.beta[j][col + 1]);
+    }
+    __syncthreads();  // A of both heads is complete
+    invert_unit_lower(sm, warp / kRowBlocks, block, lane);  // both heads at once: a warp per (head, column block)
+    __syncthreads();  // T is complete
+
+    // Rows of T diag(beta) (zeros above the diagonal blocks), 16 bytes per thread, 8 threads per row.
+    for (int head_row = tid / 8; head_row < kRatio * kChunk; head_row += kThreads / 8) {
+      const int j = head_row / kChunk, r = head_row % kChunk, col = tid % 8 * 8;
+      if (r >= rows) continue;
+      unsigned w[4] = {};
+      if (col / 16 <= r / 16) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int c = col + 2 * e;
+          w[e] = pack_bf16(sm.t[j][r][c] * sm.beta[j][c], sm.t[j][r][c + 1] * sm.beta[j][c + 1]);
+        }
       }
-      if (tid < rows) {
-        const float c = cum[tid], c_last = cum[rows - 1], e_c = __expf(c);
-        *reinterpret_cast<float4*>(p.scales + (int64_t(row0 + tid) * p.value_heads + head) * 4) =
-            make_float4(sm.inv_norm_q[tid] * q_scale * e_c, sm.inv_norm_k[tid] * __expf(c_last - c), c,
-                        sm.inv_norm_k[tid] * e_c);
-      }
-      __syncthreads();  // T is read out before the next head's A replaces it
+      store_words<4>(static_cast<bf16*>(p.t) + (int64_t(row0 + r) * p.value_heads + head0 + j) * kChunk + col, w);
+    }
+    if (const int j = tid / kChunk, r = tid % kChunk; j < kRatio && r < rows) {
+      const float* cum = sm.cum_g[j];
+      const float c = cum[r], c_last = cum[rows - 1], e_c = __expf(c);
+      *reinterpret_cast<float4*>(p.scales + (int64_t(row0 + r) * p.value_heads + head0 + j) * 4) =
+          make_float4(sm.inv_norm_q[r] * q_scale * e_c, sm.inv_norm_k[r] * __expf(c_last - c), c,
+                      sm.inv_norm_k[r] * e_c);
     }
   }
 }
