@@ -3,6 +3,7 @@
 
 #include <type_traits>
 
+#include "common/chain.cuh"
 #include "common/launch.h"
 #include "common/vec.cuh"
 #include "conv/causal_conv1d.h"
@@ -124,22 +125,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) causal_conv1d_varlen_ker
   if (c >= p.channels) return;
   const int t_begin = blockIdx.y * kTokens, t_end = min(t_begin + kTokens, p.tokens);
 
-  // Every load is issued before the first use: the rows as raw words here, the first token's window in convolve.
-  unsigned rows[kTokens][kVec / 2];
-  const T* x = static_cast<const T*>(p.x) + t_begin * p.x_row_stride + c;
-#pragma unroll
-  for (int i = 0; i < kTokens; ++i, x += p.x_row_stride) {
-    if (t_begin + i < t_end) load_words(rows[i], x);
-  }
-
-  // The sequence holding t_begin: the last s with cu_seqlens[s] <= t_begin.
-  int lo = 0, hi = p.seqs - 1;
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) / 2;
-    if (p.cu_seqlens[mid] <= t_begin) lo = mid; else hi = mid - 1;
-  }
-  const int start = p.cu_seqlens[lo], end = p.cu_seqlens[lo + 1], slot = valid_slot(p, lo);
-
+  // The taps are weights: loaded while the kernel before still runs (common/chain.cuh).
   float w[kWidth][kVec];
   {
     unsigned taps[kWidth][kVec / 2];  // raw, channel-major: [c][j]
@@ -157,6 +143,24 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) causal_conv1d_varlen_ker
     }
   }
 
+  await_previous_kernel();
+
+  // Every load is issued before the first use: the rows as raw words here, the first token's window in convolve.
+  unsigned rows[kTokens][kVec / 2];
+  const T* x = static_cast<const T*>(p.x) + t_begin * p.x_row_stride + c;
+#pragma unroll
+  for (int i = 0; i < kTokens; ++i, x += p.x_row_stride) {
+    if (t_begin + i < t_end) load_words(rows[i], x);
+  }
+
+  // The sequence holding t_begin: the last s with cu_seqlens[s] <= t_begin.
+  int lo = 0, hi = p.seqs - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (p.cu_seqlens[mid] <= t_begin) lo = mid; else hi = mid - 1;
+  }
+  const int start = p.cu_seqlens[lo], end = p.cu_seqlens[lo + 1], slot = valid_slot(p, lo);
+
   if (t_begin >= start && t_end <= end && slot >= 0) {  // the same for the whole block
     convolve<T, true>(p, rows, w, c, t_begin, t_end, lo, start, end, slot);
   } else {
@@ -168,6 +172,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) causal_conv1d_varlen_ker
 // when the sequence is shorter). Runs after the outputs, which read the old state.
 template <typename T>
 __global__ void __launch_bounds__(kThreads) conv_state_update_kernel(const CausalConv1dParams p) {
+  await_previous_kernel();  // the outputs' reads of the old state
   const int c = (blockIdx.x * kThreads + threadIdx.x) * kVec, seq = blockIdx.y;
   if (c >= p.channels) return;
   const int slot = valid_slot(p, seq);
@@ -191,11 +196,10 @@ void run_causal_conv1d_varlen(const CausalConv1dParams& p, cudaStream_t stream) 
               " tokens per call, got ", p.tokens);
   TORCH_CHECK(p.seqs <= kMaxGridY, "causal_conv1d_varlen: at most ", kMaxGridY, " sequences per call, got ", p.seqs);
   if (p.tokens > 0) {
-    causal_conv1d_varlen_kernel<T><<<dim3(channel_blocks, (p.tokens + kTokens - 1) / kTokens), kThreads, 0, stream>>>(p);
-    QN_CHECK_LAUNCH();
+    launch_chained(causal_conv1d_varlen_kernel<T>, dim3(channel_blocks, (p.tokens + kTokens - 1) / kTokens), kThreads,
+                   0, stream, p);
   }
-  conv_state_update_kernel<T><<<dim3(channel_blocks, p.seqs), kThreads, 0, stream>>>(p);
-  QN_CHECK_LAUNCH();
+  launch_chained(conv_state_update_kernel<T>, dim3(channel_blocks, p.seqs), kThreads, 0, stream, p);
 }
 
 template void run_causal_conv1d_varlen<__half>(const CausalConv1dParams&, cudaStream_t);
