@@ -44,8 +44,9 @@ struct Split {
   int slot, context, key_begin, key_end;
 };
 
-__device__ __forceinline__ Split split_range(const AttentionDecodeParams& p, int b, int split) {
-  Split s{p.slots[b], p.context_lens[b], 0, 0};
+// Split `split`'s keys of the sequence in cache slot `slot` with `context` keys.
+__device__ __forceinline__ Split split_range(const AttentionDecodeParams& p, int slot, int context, int split) {
+  Split s{slot, context, 0, 0};
   if (s.slot < 0 || s.slot >= p.num_slots) return s;  // padding: empty range
   s.context = min(max(s.context, 0), p.max_len);
   const int per_split = ((s.context + p.splits - 1) / p.splits + kKeys - 1) / kKeys * kKeys;
@@ -68,7 +69,6 @@ __device__ __forceinline__ void load_keys(bf16* dst, const bf16* cache, const At
 template <int kStages>
 __global__ void __launch_bounds__(kThreads, 1) attention_decode_split_kernel(const AttentionDecodeParams p) {
   extern __shared__ __align__(16) unsigned char smem_bytes[];
-  await_previous_kernel();  // the pre-pass's queries and new keys and values
   const int split = blockIdx.x, head = blockIdx.y, b = blockIdx.z;
   const int group = p.query_heads / p.kv_heads, rows = group * p.tokens;
   const int row_tiles = rows <= 16 ? 1 : rows <= 32 ? 2 : 4, slices = kWarps / row_tiles;
@@ -77,7 +77,24 @@ __global__ void __launch_bounds__(kThreads, 1) attention_decode_split_kernel(con
   bf16* q_smem = reinterpret_cast<bf16*>(smem_bytes);
   bf16* k_smem = q_smem + row_tiles * 16 * kLd;
   bf16* v_smem = k_smem + kStages * kKeys * kLd;
-  const Split range = split_range(p, b, split);
+  const bf16* key_cache = static_cast<const bf16*>(p.key_cache);
+  const bf16* value_cache = static_cast<const bf16*>(p.value_cache);
+
+  // While the kernel before (the pre-pass) runs, only hints: the first stages' keys and values of the split as the
+  // slot and length stand now (read through L2, no stale copy left in L1) are asked of L2, a key row per thread.
+  // The slot, length, queries and cache may be what that kernel writes: they are read for real after the await.
+  {
+    const Split hinted = split_range(p, __ldcg(p.slots + b), __ldcg(p.context_lens + b), split);
+    constexpr int kHintedKeys = (kStages - 1) * kKeys;
+    static_assert(kThreads == 2 * kKeys, "a thread per key row of the first stage's K and V");
+    for (int key = hinted.key_begin + tid % kKeys; key < min(hinted.key_end, hinted.key_begin + kHintedKeys);
+         key += kKeys) {
+      const bf16* cache = tid < kKeys ? key_cache : value_cache;
+      prefetch_l2(cache + ((int64_t(hinted.slot) * p.max_len + key) * p.kv_heads + head) * kDim, kDim * 2);
+    }
+  }
+  await_previous_kernel();  // the pre-pass's queries and new keys and values
+  const Split range = split_range(p, p.slots[b], p.context_lens[b], split);
 
   // Query rows (zeros past the group's rows), then the first stage of keys and values.
   for (int i = tid; i < row_tiles * 16 * (kDim / 8); i += kThreads) {
@@ -87,8 +104,6 @@ __global__ void __launch_bounds__(kThreads, 1) attention_decode_split_kernel(con
     cp_async_16_or_zero(q_smem + r * kLd + col,
                         static_cast<const bf16*>(p.q) + (int64_t(token) * p.query_heads + q_head) * kDim + col, valid);
   }
-  const bf16* key_cache = static_cast<const bf16*>(p.key_cache);
-  const bf16* value_cache = static_cast<const bf16*>(p.value_cache);
   const int tiles = (range.key_end - range.key_begin + kKeys - 1) / kKeys;
   // Tile t goes to stage t % kStages; every step commits one copy group (empty past the last tile), so that
   // waiting for all but the newest kStages - 1 groups means tile t has landed.
@@ -177,11 +192,12 @@ __global__ void __launch_bounds__(kThreads, 1) attention_decode_split_kernel(con
 }
 
 // ---- reduce: a CTA per (token, query head), 8 warps ---------------------------------------------------------
-// A thread per split (splits <= kDim) finds the splits' weights e^(m_s - m) and the total row sum; then warp w sums
-// splits w, w + 8, ... over all 256 columns (8 per lane), kSplitsInFlight splits' loads issued before the first is
-// summed, and the warps' sums meet in shared memory: a few memory round trips in all, not one per split.
+// A thread per split (splits <= kDim) finds the splits' weights e^(m_s - m) and the total row sum; warp w sums
+// splits w, w + 8, ... over all 256 columns (8 per lane), kSplitsInFlight splits' loads issued at once (the first
+// ones with the maxima and sums), and the warps' sums meet in shared memory: two memory round trips in all at up to
+// 64 splits. The slot and gate, final before the split kernel began, are read before the await.
 
-constexpr int kReduceWarps = kDim / 32, kSplitsInFlight = 4;
+constexpr int kReduceWarps = kDim / 32, kSplitsInFlight = 8;
 
 __device__ __forceinline__ float block_reduce(float x, float* scratch, bool is_max) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -201,13 +217,26 @@ __device__ __forceinline__ float block_reduce(float x, float* scratch, bool is_m
 __global__ void __launch_bounds__(kDim) attention_decode_reduce_kernel(const AttentionDecodeParams p) {
   __shared__ float weight[kDim], scratch[kReduceWarps];
   __shared__ __align__(16) float warp_out[kReduceWarps][kDim];
-  await_previous_kernel();  // the splits' partials
   const int token = blockIdx.x, q_head = blockIdx.y, d = threadIdx.x, warp = d / 32, lane = d % 32;
   const int b = token / p.tokens, group = p.query_heads / p.kv_heads, head = q_head / group;
   const int slot = p.slots[b];
   if (slot < 0 || slot >= p.num_slots) return;  // the whole CTA: padding
+  const float gate = to_float(static_cast<const bf16*>(
+      p.gate)[int64_t(token) * p.gate_row_stride + int64_t(q_head) * p.gate_head_stride + d]);
+  await_previous_kernel();  // the splits' partials
   const int rows = group * p.tokens, r = (token % p.tokens) * group + q_head % group;
   const int64_t first = (int64_t(b) * p.kv_heads + head) * p.splits * rows + r;  // split s: first + s * rows
+  constexpr int kStep = kReduceWarps * kSplitsInFlight;
+  float4 y[kSplitsInFlight][2];
+  auto load_rows = [&](int s0) {  // splits s0 + u kReduceWarps (the last again past the end, weighed 0)
+#pragma unroll
+    for (int u = 0; u < kSplitsInFlight; ++u) {
+      const float* row = p.partial_out + (first + int64_t(min(s0 + u * kReduceWarps, p.splits - 1)) * rows) * kDim;
+      y[u][0] = *reinterpret_cast<const float4*>(row + 4 * lane);
+      y[u][1] = *reinterpret_cast<const float4*>(row + kDim / 2 + 4 * lane);
+    }
+  };
+  load_rows(warp);
   const float split_max = d < p.splits ? p.partial_max[first + int64_t(d) * rows] : -INFINITY;
   const float split_sum = d < p.splits ? p.partial_sum[first + int64_t(d) * rows] : 0.f;
   const float m = block_reduce(split_max, scratch, true);
@@ -215,15 +244,7 @@ __global__ void __launch_bounds__(kDim) attention_decode_reduce_kernel(const Att
   const float sum = block_reduce(weight[d] * split_sum, scratch, false);  // its barriers publish `weight`
 
   float acc[8] = {};
-  for (int s0 = warp; s0 < p.splits; s0 += kReduceWarps * kSplitsInFlight) {
-    float4 y[kSplitsInFlight][2];
-#pragma unroll
-    for (int u = 0; u < kSplitsInFlight; ++u) {
-      const int s = s0 + u * kReduceWarps;
-      const float* row = p.partial_out + (first + int64_t(min(s, p.splits - 1)) * rows) * kDim;
-      y[u][0] = *reinterpret_cast<const float4*>(row + 4 * lane);
-      y[u][1] = *reinterpret_cast<const float4*>(row + kDim / 2 + 4 * lane);
-    }
+  for (int s0 = warp;;) {
 #pragma unroll
     for (int u = 0; u < kSplitsInFlight; ++u) {
       const int s = s0 + u * kReduceWarps;
@@ -231,6 +252,9 @@ __global__ void __launch_bounds__(kDim) attention_decode_reduce_kernel(const Att
       acc[0] += w * y[u][0].x, acc[1] += w * y[u][0].y, acc[2] += w * y[u][0].z, acc[3] += w * y[u][0].w;
       acc[4] += w * y[u][1].x, acc[5] += w * y[u][1].y, acc[6] += w * y[u][1].z, acc[7] += w * y[u][1].w;
     }
+    s0 += kStep;
+    if (s0 >= p.splits) break;
+    load_rows(s0);
   }
   *reinterpret_cast<float4*>(&warp_out[warp][4 * lane]) = make_float4(acc[0], acc[1], acc[2], acc[3]);
   *reinterpret_cast<float4*>(&warp_out[warp][kDim / 2 + 4 * lane]) = make_float4(acc[4], acc[5], acc[6], acc[7]);
@@ -238,8 +262,6 @@ __global__ void __launch_bounds__(kDim) attention_decode_reduce_kernel(const Att
   float out = 0.f;
 #pragma unroll
   for (int w = 0; w < kReduceWarps; ++w) out += warp_out[w][d];
-  const float gate = to_float(static_cast<const bf16*>(
-      p.gate)[int64_t(token) * p.gate_row_stride + int64_t(q_head) * p.gate_head_stride + d]);
   static_cast<bf16*>(p.out)[(int64_t(token) * p.query_heads + q_head) * kDim + d] =
       __float2bfloat16_rn(out / sum / (1.f + __expf(-gate)));
 }
