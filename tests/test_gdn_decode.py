@@ -162,6 +162,27 @@ def test_verification_leaves_states_and_matches_update():
 
 
 @cuda
+def test_back_to_back_calls_on_the_same_slots_see_each_others_states():
+    """Launched chained, a call starts while the one before still runs: with preallocated outputs (no kernel
+    between) the second of two single-token calls must still read the states the first wrote."""
+    gen = torch.Generator().manual_seed(13)
+    layer = make_layer(gen, device="cuda")
+    qkvz, ba, conv_state, recurrent = make_inputs(gen, 3, 2, 5, device="cuda")
+    slots = torch.tensor([4, 0, 2], dtype=torch.int32, device="cuda")
+    ref_conv, ref_recurrent = conv_state.clone(), recurrent.clone()
+    expected = reference.gdn_decode(qkvz, ba, ref_conv, ref_recurrent, slots, eps=EPS, **layer)
+    steps = [qkvz[:, t:t + 1].contiguous() for t in range(2)], [ba[:, t:t + 1].contiguous() for t in range(2)]
+    outs = [nan_like(torch.empty(3, 1, 4 * DIM, dtype=torch.bfloat16, device="cuda")) for _ in range(2)]
+    for _ in range(20):  # the hazard is a timing one: several tries, from the same states
+        conv, rec = conv_state.clone(), recurrent.clone()
+        for t in range(2):
+            ops.gdn_decode(steps[0][t], steps[1][t], conv, rec, slots, eps=EPS, out=outs[t], **layer)
+        assert_close(torch.cat(outs, dim=1), expected, atol=2e-2, rtol=2e-2)
+        assert torch.equal(conv, ref_conv), "conv state"
+        assert_close(rec, ref_recurrent, atol=1e-4, rtol=1e-2, max_rel_err=1e-5, name="recurrent state")
+
+
+@cuda
 @pytest.mark.parametrize("state_dtype,limit", [(torch.float32, 1e-3), (torch.bfloat16, 4e-3)])
 def test_1000_steps_state_drift(state_dtype, limit):
     """The same bf16 inputs into the kernel and the reference (fp32 state, the model's roundings) for 1000 steps.
