@@ -125,24 +125,11 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) causal_conv1d_varlen_ker
   if (c >= p.channels) return;
   const int t_begin = blockIdx.y * kTokens, t_end = min(t_begin + kTokens, p.tokens);
 
-  // The taps are weights: loaded while the kernel before still runs (common/chain.cuh).
-  float w[kWidth][kVec];
-  {
-    unsigned taps[kWidth][kVec / 2];  // raw, channel-major: [c][j]
+  // The taps are weights: loaded while the kernel before still runs (common/chain.cuh), raw, channel-major
+  // ([c][j]); turned into floats once the rows are in flight.
+  unsigned taps[kWidth][kVec / 2];
 #pragma unroll
-    for (int k = 0; k < kWidth; ++k) {
-      load_words(taps[k], static_cast<const T*>(p.weight) + int64_t(c) * kWidth + k * kVec);
-    }
-#pragma unroll
-    for (int i = 0; i < kVec; ++i) {
-#pragma unroll
-      for (int j = 0; j < kWidth; ++j) {
-        const int e = i * kWidth + j;
-        w[j][i] = element_float<T>(taps[e / kVec], e % kVec) * -kLog2e;
-      }
-    }
-  }
-
+  for (int k = 0; k < kWidth; ++k) load_words(taps[k], static_cast<const T*>(p.weight) + int64_t(c) * kWidth + k * kVec);
   await_previous_kernel();
 
   // Every load is issued before the first use: the rows as raw words here, the first token's window in convolve.
@@ -160,6 +147,16 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) causal_conv1d_varlen_ker
     if (p.cu_seqlens[mid] <= t_begin) lo = mid; else hi = mid - 1;
   }
   const int start = p.cu_seqlens[lo], end = p.cu_seqlens[lo + 1], slot = valid_slot(p, lo);
+
+  float w[kWidth][kVec];
+#pragma unroll
+  for (int i = 0; i < kVec; ++i) {
+#pragma unroll
+    for (int j = 0; j < kWidth; ++j) {
+      const int e = i * kWidth + j;
+      w[j][i] = element_float<T>(taps[e / kVec], e % kVec) * -kLog2e;
+    }
+  }
 
   if (t_begin >= start && t_end <= end && slot >= 0) {  // the same for the whole block
     convolve<T, true>(p, rows, w, c, t_begin, t_end, lo, start, end, slot);
