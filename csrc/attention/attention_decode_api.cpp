@@ -7,6 +7,7 @@
 #include "attention/attention_checks.h"
 #include "attention/attention_decode.h"
 #include "common/device.h"
+#include "common/workspace.h"
 
 namespace qwen3next {
 
@@ -36,16 +37,17 @@ void attention_decode(at::Tensor& out, const at::Tensor& q, const at::Tensor& ga
   const int64_t wanted = device_attribute<cudaDevAttrMultiProcessorCount>(q.get_device()) / (batch * kv_heads);
   const int64_t splits = std::clamp(std::min(wanted, (context + kKeysPerStage - 1) / kKeysPerStage), int64_t(1),
                                     kMaxSplits);
-  const auto fp32 = q.options().dtype(at::kFloat);
-  const at::Tensor partial_out = at::empty({batch, kv_heads, splits, rows, kHeadDim}, fp32);
-  const at::Tensor partial_max = at::empty({batch, kv_heads, splits, rows}, fp32);
-  const at::Tensor partial_sum = at::empty({batch, kv_heads, splits, rows}, fp32);
+  // The splits' partial results: one buffer (stream-ordered, so the op stays capturable) carved into three.
+  const int64_t partial_rows = batch * kv_heads * splits * rows;
+  const int64_t bytes = carved_bytes<float>(partial_rows * kHeadDim) + 2 * carved_bytes<float>(partial_rows);
+  const at::Tensor workspace = at::empty({bytes}, q.options().dtype(at::kByte));
+  uint8_t* cursor = workspace.data_ptr<uint8_t>();
 
   AttentionDecodeParams p{};
   static_cast<AttentionArgs&>(p) = attention_args(l, out, q, gate, key_cache, value_cache, slots, context_lens, scale);
-  p.partial_out = partial_out.data_ptr<float>();
-  p.partial_max = partial_max.data_ptr<float>();
-  p.partial_sum = partial_sum.data_ptr<float>();
+  p.partial_out = carve<float>(cursor, partial_rows * kHeadDim);
+  p.partial_max = carve<float>(cursor, partial_rows);
+  p.partial_sum = carve<float>(cursor, partial_rows);
   p.batch = static_cast<int>(batch);
   p.tokens = static_cast<int>(tokens);
   p.splits = static_cast<int>(splits);

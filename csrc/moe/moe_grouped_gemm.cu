@@ -88,13 +88,15 @@ __global__ void setup_portable_kernel(PortableArrays g, const int32_t* offsets, 
 void run_portable(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, const at::Tensor& offsets,
                   cudaStream_t stream) {
   const int64_t groups = b.size(0), n = b.size(1), k = b.size(2);
-  const at::Tensor arrays = at::empty({groups * int64_t(sizeof(cutlass::gemm::GemmCoord) + 3 * sizeof(void*) +
-                                                        3 * sizeof(int64_t)) + 7 * 16},
-                                      a.options().dtype(at::kByte));
-  uint8_t* cursor = arrays.data_ptr<uint8_t>();
+  const int64_t bytes = carved_bytes<cutlass::gemm::GemmCoord>(groups) + 3 * carved_bytes<Element*>(groups) +
+                        3 * carved_bytes<int64_t>(groups);
+  const at::Tensor arrays = at::empty({bytes}, a.options().dtype(at::kByte));
+  uint8_t* const base = arrays.data_ptr<uint8_t>();
+  uint8_t* cursor = base;
   PortableArrays g{carve<cutlass::gemm::GemmCoord>(cursor, groups), carve<Element*>(cursor, groups),
                    carve<Element*>(cursor, groups), carve<Element*>(cursor, groups), carve<int64_t>(cursor, groups),
                    carve<int64_t>(cursor, groups), carve<int64_t>(cursor, groups)};
+  TORCH_INTERNAL_ASSERT(cursor == base + bytes, "moe_grouped_gemm: the arrays' size and their carving disagree");
   setup_portable_kernel<<<(groups + 127) / 128, 128, 0, stream>>>(
       g, offsets.data_ptr<int32_t>(), static_cast<int>(groups), static_cast<Element*>(a.data_ptr()),
       static_cast<Element*>(b.data_ptr()), static_cast<Element*>(out.data_ptr()), static_cast<int>(n),
@@ -166,13 +168,15 @@ __global__ void setup_sm90_kernel(Sm90Arrays g, const int32_t* offsets, int grou
 void run_sm90(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, const at::Tensor& offsets,
               cudaStream_t stream) {
   const int64_t groups = b.size(0), n = b.size(1), k = b.size(2);
-  const at::Tensor arrays = at::empty({groups * int64_t(sizeof(Shape3) + 3 * sizeof(void*) + sizeof(StrideA) +
-                                                        sizeof(StrideB) + sizeof(StrideD)) + 7 * 16},
-                                      a.options().dtype(at::kByte));
-  uint8_t* cursor = arrays.data_ptr<uint8_t>();
+  const int64_t bytes = carved_bytes<Shape3>(groups) + 3 * carved_bytes<Element*>(groups) +
+                        carved_bytes<StrideA>(groups) + carved_bytes<StrideB>(groups) + carved_bytes<StrideD>(groups);
+  const at::Tensor arrays = at::empty({bytes}, a.options().dtype(at::kByte));
+  uint8_t* const base = arrays.data_ptr<uint8_t>();
+  uint8_t* cursor = base;
   Sm90Arrays g{carve<Shape3>(cursor, groups), carve<const Element*>(cursor, groups),
                carve<const Element*>(cursor, groups), carve<Element*>(cursor, groups), carve<StrideA>(cursor, groups),
                carve<StrideB>(cursor, groups), carve<StrideD>(cursor, groups)};
+  TORCH_INTERNAL_ASSERT(cursor == base + bytes, "moe_grouped_gemm: the arrays' size and their carving disagree");
   setup_sm90_kernel<<<(groups + 127) / 128, 128, 0, stream>>>(
       g, offsets.data_ptr<int32_t>(), static_cast<int>(groups), static_cast<const Element*>(a.data_ptr()),
       static_cast<const Element*>(b.data_ptr()), static_cast<Element*>(out.data_ptr()), static_cast<int>(n),
