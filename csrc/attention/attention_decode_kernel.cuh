@@ -137,8 +137,8 @@ __global__ void __launch_bounds__(kThreads, 1) attention_decode_split_kernel(con
     const bf16* v_tile = v_smem + stage * kKeys * kLd;
 
     for (int sub = slice * slice_keys; sub < (slice + 1) * slice_keys; sub += 16) {
-      flash::attend_16_keys<kDim, kLd>(rows_state, q_smem, 16 * row_tile, k_tile, v_tile, sub, key0, last_key,
-                                       p.scale_log2, lane);
+      flash::attend_keys<kDim, kLd, 16>(rows_state, q_smem, 16 * row_tile, k_tile, v_tile, sub, key0, last_key,
+                                        p.scale_log2, lane);
     }
     __syncthreads();  // every warp is done with this stage before it is refilled
   }

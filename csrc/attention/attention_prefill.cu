@@ -1,6 +1,8 @@
 // Causal flash attention of a varlen prefill over the KV cache (see attention_prefill.h). Warp w owns query rows
-// 16w .. 16w + 15 of the CTA's 64; every warp walks the keys up to its own last row's position (causal), 16 at a
-// time (flash::attend_16_keys), while the CTA streams them through two 32-key stages.
+// 16w .. 16w + 15 of the CTA's 128 (two warps per scheduler to hide each other's latency); the CTA streams the keys up to its last row's position (causal) through two
+// stages of kKeys (64 where shared memory allows, else 32), and every warp takes each stage in one step
+// (flash::attend_keys: O rescaled once and each Q fragment reused kKeys / 8 times per stage), skipping stages wholly
+// after its own rows.
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -8,22 +10,25 @@
 #include "attention/attention_prefill.h"
 #include "attention/flash_block.cuh"
 #include "common/async_copy.cuh"
+#include "common/device.h"
 #include "common/launch.h"
 
 namespace qwen3next {
 namespace {
 
 using bf16 = __nv_bfloat16;
-constexpr int kDim = 256, kRows = 64, kKeys = 32, kStages = 2, kThreads = 128;
+constexpr int kDim = 256, kRows = 128, kStages = 2, kThreads = kRows / 16 * 32;
 constexpr int kLd = kDim + 8;  // padded bf16 row: 33 16-byte units, ldmatrix without bank conflicts
 constexpr int kVecs = kDim / 8;
 
+template <int kKeys>
 struct Smem {
   bf16 q[kRows][kLd];
   bf16 k[kStages][kKeys][kLd];
   bf16 v[kStages][kKeys][kLd];
 };
 
+template <int kKeys>
 __device__ __forceinline__ void load_keys(bf16 (*dst)[kLd], const bf16* cache, const AttentionPrefillParams& p,
                                           int slot, int kv_head, int key0, int key_end, int tid) {
   for (int i = tid; i < kKeys * kVecs; i += kThreads) {
@@ -34,9 +39,10 @@ __device__ __forceinline__ void load_keys(bf16 (*dst)[kLd], const bf16* cache, c
   }
 }
 
+template <int kKeys>
 __global__ void __launch_bounds__(kThreads, 1) attention_prefill_kernel(const AttentionPrefillParams p) {
   extern __shared__ __align__(16) unsigned char smem_bytes[];
-  Smem& sm = *reinterpret_cast<Smem*>(smem_bytes);
+  Smem<kKeys>& sm = *reinterpret_cast<Smem<kKeys>*>(smem_bytes);
   const int head = blockIdx.y, seq = blockIdx.z, kv_head = head / (p.query_heads / p.kv_heads);
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
   const int slot = p.slots[seq];
@@ -46,7 +52,8 @@ __global__ void __launch_bounds__(kThreads, 1) attention_prefill_kernel(const At
   const bf16* key_cache = static_cast<const bf16*>(p.key_cache);
   const bf16* value_cache = static_cast<const bf16*>(p.value_cache);
 
-  for (int tile = blockIdx.x; tile * kRows < length; tile += gridDim.x) {
+  // Tiles last to first: the longest (causal) start first and the short ones fill the last wave.
+  for (int tile = (length + kRows - 1) / kRows - 1 - blockIdx.x; tile >= 0; tile -= gridDim.x) {
     const int row0 = tile * kRows, rows = min(kRows, length - row0);
     const int key_end = max(min(first_position + row0 + rows, context), 0);  // past the tile's last query
     const int key_tiles = (key_end + kKeys - 1) / kKeys;
@@ -58,8 +65,8 @@ __global__ void __launch_bounds__(kThreads, 1) attention_prefill_kernel(const At
                           r < rows);
     }
     if (key_tiles > 0) {
-      load_keys(sm.k[0], key_cache, p, slot, kv_head, 0, key_end, tid);
-      load_keys(sm.v[0], value_cache, p, slot, kv_head, 0, key_end, tid);
+      load_keys<kKeys>(sm.k[0], key_cache, p, slot, kv_head, 0, key_end, tid);
+      load_keys<kKeys>(sm.v[0], value_cache, p, slot, kv_head, 0, key_end, tid);
     }
     cp_async_commit();
 
@@ -75,18 +82,15 @@ __global__ void __launch_bounds__(kThreads, 1) attention_prefill_kernel(const At
     for (int kt = 0; kt < key_tiles; ++kt) {
       const int stage = kt % kStages, key0 = kt * kKeys;
       if (kt + 1 < key_tiles) {
-        load_keys(sm.k[(kt + 1) % kStages], key_cache, p, slot, kv_head, key0 + kKeys, key_end, tid);
-        load_keys(sm.v[(kt + 1) % kStages], value_cache, p, slot, kv_head, key0 + kKeys, key_end, tid);
+        load_keys<kKeys>(sm.k[(kt + 1) % kStages], key_cache, p, slot, kv_head, key0 + kKeys, key_end, tid);
+        load_keys<kKeys>(sm.v[(kt + 1) % kStages], value_cache, p, slot, kv_head, key0 + kKeys, key_end, tid);
       }
       cp_async_commit();
       cp_async_wait<1>();
       __syncthreads();  // this stage (and the query rows) have landed for every thread
-#pragma unroll
-      for (int sub = 0; sub < kKeys; sub += 16) {
-        if (key0 + sub <= warp_last) {  // a block wholly after the warp's rows adds nothing
-          flash::attend_16_keys<kDim, kLd>(state, &sm.q[0][0], 16 * warp, &sm.k[stage][0][0], &sm.v[stage][0][0],
-                                           sub, key0, last_key, p.scale_log2, lane);
-        }
+      if (key0 <= warp_last) {  // a stage wholly after the warp's rows adds nothing
+        flash::attend_keys<kDim, kLd, kKeys>(state, &sm.q[0][0], 16 * warp, &sm.k[stage][0][0], &sm.v[stage][0][0],
+                                             0, key0, last_key, p.scale_log2, lane);
       }
       __syncthreads();  // every warp is done with this stage before it is refilled
     }
@@ -113,14 +117,24 @@ __global__ void __launch_bounds__(kThreads, 1) attention_prefill_kernel(const At
   }
 }
 
+template <int kKeys>
+void launch(const AttentionPrefillParams& p, cudaStream_t stream) {
+  allow_shared_memory<attention_prefill_kernel<kKeys>>(sizeof(Smem<kKeys>), "attention_prefill");
+  const dim3 grid(std::min((p.max_seqlen + kRows - 1) / kRows, 65535), p.query_heads, p.seqs);
+  attention_prefill_kernel<kKeys><<<grid, kThreads, sizeof(Smem<kKeys>), stream>>>(p);
+  QN_CHECK_LAUNCH();
+}
+
 }  // namespace
 
 void run_attention_prefill(const AttentionPrefillParams& p, cudaStream_t stream) {
-  if (p.seqs == 0 || p.max_tiles == 0) return;
-  allow_shared_memory<attention_prefill_kernel>(sizeof(Smem), "attention_prefill");
-  const dim3 grid(std::min(p.max_tiles, 65535), p.query_heads, p.seqs);
-  attention_prefill_kernel<<<grid, kThreads, sizeof(Smem), stream>>>(p);
-  QN_CHECK_LAUNCH();
+  if (p.seqs == 0) return;
+  // 64-key stages need 198 KB (sm90, sm100); the A100's 163 KB takes 32-key ones (132 KB).
+  if (int(sizeof(Smem<64>)) <= current_device_attribute<cudaDevAttrMaxSharedMemoryPerBlockOptin>()) {
+    launch<64>(p, stream);
+  } else {
+    launch<32>(p, stream);
+  }
 }
 
 }  // namespace qwen3next

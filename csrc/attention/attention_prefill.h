@@ -1,7 +1,7 @@
 // Gated GQA attention for prefill (head dim 256): causal flash attention of a varlen batch's new tokens over each
 // sequence's slot of the KV cache (a prefix already there is attended too: chunked prefill), the sigmoid output
-// gate in the epilogue. A CTA per (64 query tokens, query head, sequence); 4 warps of 16 query rows; keys and
-// values through shared memory in 32-key stages (see attention_prefill.cu).
+// gate in the epilogue. A CTA per (128 query tokens, query head, sequence); 8 warps of 16 query rows; keys and
+// values through shared memory in 64-key stages, 32 on sm80 (see attention_prefill.cu).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -16,7 +16,7 @@ namespace qwen3next {
 struct AttentionPrefillParams : AttentionArgs {
   const int32_t* cu_seqlens;  // [S + 1]
   int seqs;
-  int max_tiles;  // 64-token query tiles of the longest sequence (a grid hint: CTAs stride over more)
+  int max_seqlen;  // new tokens of the longest sequence, >= 1 (a grid hint: CTAs stride over more)
 };
 
 void run_attention_prefill(const AttentionPrefillParams& params, cudaStream_t stream);

@@ -9,10 +9,6 @@
 
 namespace qwen3next {
 
-namespace {
-constexpr int64_t kRowsPerTile = 64;
-}  // namespace
-
 void attention_prefill(at::Tensor& out, const at::Tensor& q, const at::Tensor& gate, const at::Tensor& key_cache,
                        const at::Tensor& value_cache, const at::Tensor& slots, const at::Tensor& cu_seqlens,
                        const at::Tensor& context_lens, double scale, int64_t max_seqlen) {
@@ -29,7 +25,7 @@ void attention_prefill(at::Tensor& out, const at::Tensor& q, const at::Tensor& g
   static_cast<AttentionArgs&>(p) = attention_args(l, out, q, gate, key_cache, value_cache, slots, context_lens, scale);
   p.cu_seqlens = cu_seqlens.data_ptr<int32_t>();
   p.seqs = static_cast<int>(l.seqs);
-  p.max_tiles = static_cast<int>(std::max<int64_t>((max_seqlen + kRowsPerTile - 1) / kRowsPerTile, 1));
+  p.max_seqlen = static_cast<int>(std::clamp<int64_t>(max_seqlen, 1, l.tokens));
   const c10::cuda::OptionalCUDAGuard guard(q.device());
   run_attention_prefill(p, c10::cuda::getCurrentCUDAStream());
 }
