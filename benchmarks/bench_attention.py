@@ -7,7 +7,8 @@ on the cache slices of the batch, then the gate. Input sets whose caches togethe
 values read, q, gate and out.
 
 attn_prefill: one sequence's causal attention. ours: the fused pre-pass (q/k norm, RoPE, keys and values into the
-cache) and the flash prefill kernel with the gate. sdpa_cudnn, sdpa_flash: scaled_dot_product_attention (causal,
+cache) and the flash prefill kernel with the gate (wgmma on sm90 with a 90a build); ours_portable: the same with the
+mma.sync kernel that sm80 and sm100 run (on sm90 only). sdpa_cudnn, sdpa_flash: scaled_dot_product_attention (causal,
 with that backend on the pre-passed q, k, v (K and V repeated per query head beforehand), then the gate (the
 pre-pass and the repeat not counted for them).
 FLOPs: 4 x T^2 / 2 x 256 x 16 (QK^T and PV over the causal half).
@@ -76,13 +77,16 @@ def run(record) -> None:
         cu_seqlens = torch.tensor([0, tokens], dtype=torch.int32, device="cuda")
         context_lens = torch.tensor([tokens], dtype=torch.int32, device="cuda")
 
-        def ours(_):
+        def ours(_, portable=False):
             q = ops.attention_prepass(q_raw, k_raw, v, cos, sin, norms[0], norms[1], 1e-6, key_cache, value_cache,
                                       slots, cu_seqlens, context_lens)
             ops.attention_varlen(q, key_cache, value_cache, slots, cu_seqlens, context_lens, gate=gate,
-                                 max_seqlen=tokens)
+                                 max_seqlen=tokens, portable=portable)
 
         record("attn_prefill", "ours", params, time_graph(ours, [None], replays=20), flops=flops)
+        if ops.sm90a_kernels(torch.device("cuda")):  # the mma.sync kernel that sm80 and sm100 run
+            record("attn_prefill", "ours_portable", params,
+                   time_graph(lambda s: ours(s, portable=True), [None], replays=20), flops=flops)
         q = ops.attention_prepass(q_raw, k_raw, v, cos, sin, norms[0], norms[1], 1e-6, key_cache, value_cache, slots,
                                   cu_seqlens, context_lens).transpose(0, 1).unsqueeze(0)
         # K and V repeated per query head outside the timing (every backend takes plain multi-head inputs)

@@ -44,7 +44,7 @@ void attention_prepass(at::Tensor& q_out, at::Tensor& key_cache, at::Tensor& val
                        const at::Tensor& cu_seqlens, const at::Tensor& context_lens, double eps);
 void attention_prefill(at::Tensor& out, const at::Tensor& q, const at::Tensor& gate, const at::Tensor& key_cache,
                        const at::Tensor& value_cache, const at::Tensor& slots, const at::Tensor& cu_seqlens,
-                       const at::Tensor& context_lens, double scale, int64_t max_seqlen);
+                       const at::Tensor& context_lens, double scale, int64_t max_seqlen, bool portable);
 void attention_decode(at::Tensor& out, const at::Tensor& q, const at::Tensor& gate, const at::Tensor& key_cache,
                       const at::Tensor& value_cache, const at::Tensor& slots, const at::Tensor& context_lens,
                       double scale, int64_t max_context);

@@ -88,8 +88,10 @@ TORCH_LIBRARY(qwen3next, m) {
   // q[N, Hq, 256], token i at position context_lens[s] - T_s + i, over its keys and values 0 .. context_lens[s]-1
   // in key/value_cache[slots[s]] (a cached prefix included; causal). out[N, Hq*256] = softmax(scale q k^T) v *
   // sigmoid(gate[N, Hq, 256] (strided)); slots outside [0, S) skip. max_seqlen (a grid hint): the longest T_s.
+  // portable: the mma.sync kernel even where the wgmma one (sm90, a build with 90a) would run.
   m.def("attention_prefill(Tensor(a!) out, Tensor q, Tensor gate, Tensor key_cache, Tensor value_cache, "
-        "Tensor slots, Tensor cu_seqlens, Tensor context_lens, float scale, int max_seqlen) -> ()");
+        "Tensor slots, Tensor cu_seqlens, Tensor context_lens, float scale, int max_seqlen, bool portable=False) "
+        "-> ()");
   m.impl("attention_prefill", c10::DeviceType::CUDA, &qwen3next::attention_prefill);
 
   // Gated GQA decode attention, head dim 256: sequence b's T = tokens / B newest tokens are rows b*T .. b*T+T-1 of

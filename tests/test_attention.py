@@ -147,9 +147,14 @@ def test_prepass_matches_reference(rope):
 
 
 @cuda
+@pytest.mark.parametrize("kernel", ["portable", "sm90a"])
 @pytest.mark.parametrize("lengths,prefixes", [([1, 15, 63, 300], [0, 0, 0, 0]), ([4097], [0]),
                                               ([65, 129, 7], [1000, 5, 33000])], ids=["varlen", "4097", "prefix"])
-def test_prefill_matches_reference(lengths, prefixes):
+def test_prefill_matches_reference(lengths, prefixes, kernel):
+    """Both prefill kernels: mma.sync ("portable": sm80, sm100, and sm90 on request) and wgmma (sm90, built with
+    90a)."""
+    if kernel == "sm90a" and not ops.sm90a_kernels(torch.device("cuda")):
+        pytest.skip("no sm90 GPU or no 90a in this build")
     gen = torch.Generator().manual_seed(sum(lengths))
     batch, tokens = len(lengths), sum(lengths)
     max_len = max(p + n for p, n in zip(prefixes, lengths))
@@ -165,7 +170,13 @@ def test_prefill_matches_reference(lengths, prefixes):
     context = torch.tensor([p + n for p, n in zip(prefixes, lengths)], dtype=torch.int32, device="cuda")
     out = nan_like(q)
     torch.ops.qwen3next.attention_prefill(out.view(tokens, -1), q, gate, key_cache, value_cache, slots, cu, context,
-                                          DIM ** -0.5, max(lengths))
+                                          DIM ** -0.5, max(lengths), kernel == "portable")
+    # A grid hint too small (one tile per head and sequence): CTAs stride over the rest, same result.
+    strided = torch.empty_like(out)
+    torch.ops.qwen3next.attention_prefill(strided.view(tokens, -1), q, gate, key_cache, value_cache, slots, cu,
+                                          context, DIM ** -0.5, 1, kernel == "portable")
+    valid = torch.repeat_interleave(slots.cpu() >= 0, torch.tensor(lengths)).cuda()
+    assert torch.equal(strided[valid], out[valid]), "a small max_seqlen hint changed the result"
     bounds = cu.tolist()
     for s, slot in enumerate(slots.tolist()):
         rows = slice(bounds[s], bounds[s + 1])

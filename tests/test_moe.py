@@ -120,7 +120,7 @@ def grouped_gemm_kernels():
     """The grouped GEMM kernels this GPU and build can run: "portable" (sm80+), "sm90a" (sm90, a build with 90a)."""
     if not (torch.cuda.is_available() and ops.HAS_KERNELS):
         return []
-    return ["portable"] + ["sm90a"] * ops.sm90a_grouped_gemm(torch.device("cuda"))
+    return ["portable"] + ["sm90a"] * ops.sm90a_kernels(torch.device("cuda"))
 
 
 GROUPED_GEMM_KERNELS = ["portable", "sm90a"]

@@ -127,8 +127,15 @@ void launch(const AttentionPrefillParams& p, cudaStream_t stream) {
 
 }  // namespace
 
-void run_attention_prefill(const AttentionPrefillParams& p, cudaStream_t stream) {
+void run_attention_prefill(const AttentionPrefillParams& p, bool portable, cudaStream_t stream) {
   if (p.seqs == 0) return;
+#ifdef QWEN3NEXT_SM90A
+  if (!portable && current_device_attribute<cudaDevAttrComputeCapabilityMajor>() == 9 &&
+      current_device_attribute<cudaDevAttrComputeCapabilityMinor>() == 0) {
+    run_attention_prefill_sm90(p, stream);
+    return;
+  }
+#endif
   // 64-key stages need 198 KB (sm90, sm100); the A100's 163 KB takes 32-key ones (132 KB).
   if (int(sizeof(Smem<64>)) <= current_device_attribute<cudaDevAttrMaxSharedMemoryPerBlockOptin>()) {
     launch<64>(p, stream);

@@ -19,6 +19,9 @@ struct AttentionPrefillParams : AttentionArgs {
   int max_seqlen;  // new tokens of the longest sequence, >= 1 (a grid hint: CTAs stride over more)
 };
 
-void run_attention_prefill(const AttentionPrefillParams& params, cudaStream_t stream);
+// Dispatches: the wgmma kernel on an sm90 GPU in a build with 90a (attention_prefill_sm90.cu) unless `portable`,
+// else the mma.sync one (attention_prefill.cu).
+void run_attention_prefill(const AttentionPrefillParams& params, bool portable, cudaStream_t stream);
+void run_attention_prefill_sm90(const AttentionPrefillParams& params, cudaStream_t stream);
 
 }  // namespace qwen3next

@@ -11,7 +11,7 @@ namespace qwen3next {
 
 void attention_prefill(at::Tensor& out, const at::Tensor& q, const at::Tensor& gate, const at::Tensor& key_cache,
                        const at::Tensor& value_cache, const at::Tensor& slots, const at::Tensor& cu_seqlens,
-                       const at::Tensor& context_lens, double scale, int64_t max_seqlen) {
+                       const at::Tensor& context_lens, double scale, int64_t max_seqlen, bool portable) {
   const AttentionLayout l = check_attention_args("attention_prefill", out, q, gate, key_cache, value_cache, slots,
                                                  context_lens, scale);
   TORCH_CHECK(cu_seqlens.device() == q.device() && cu_seqlens.scalar_type() == at::kInt && cu_seqlens.dim() == 1 &&
@@ -27,7 +27,7 @@ void attention_prefill(at::Tensor& out, const at::Tensor& q, const at::Tensor& g
   p.seqs = static_cast<int>(l.seqs);
   p.max_seqlen = static_cast<int>(std::clamp<int64_t>(max_seqlen, 1, l.tokens));
   const c10::cuda::OptionalCUDAGuard guard(q.device());
-  run_attention_prefill(p, c10::cuda::getCurrentCUDAStream());
+  run_attention_prefill(p, portable, c10::cuda::getCurrentCUDAStream());
 }
 
 }  // namespace qwen3next

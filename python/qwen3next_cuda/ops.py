@@ -185,8 +185,9 @@ def _has_sm90a_kernels() -> bool:
     return HAS_KERNELS and "90a" in build_info()["cuda_archs"].split(",")
 
 
-def sm90a_grouped_gemm(device: torch.device) -> bool:
-    """Whether the grouped GEMM's TMA + wgmma kernel runs on ``device``: an sm90 GPU and a build with 90a."""
+def sm90a_kernels(device: torch.device) -> bool:
+    """Whether the wgmma kernels (the grouped GEMM's, the attention prefill's) run on ``device``: an sm90 GPU and a
+    build with 90a."""
     return torch.cuda.get_device_capability(device) == (9, 0) and _has_sm90a_kernels()
 
 
@@ -196,7 +197,7 @@ def _grouped_mm(a: torch.Tensor, b: torch.Tensor, offsets: torch.Tensor) -> torc
     if not (HAS_KERNELS and a.is_cuda):
         return torch._grouped_mm(a, b.transpose(1, 2), offs=offsets)
     out = a.new_empty(a.shape[0], b.shape[1])
-    torch.ops.qwen3next.moe_grouped_gemm(out, a.contiguous(), b, offsets, not sm90a_grouped_gemm(a.device))
+    torch.ops.qwen3next.moe_grouped_gemm(out, a.contiguous(), b, offsets, not sm90a_kernels(a.device))
     return out
 
 
@@ -280,10 +281,11 @@ def attention_prepass(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: to
 def attention_varlen(q: torch.Tensor, key_cache: torch.Tensor, value_cache: torch.Tensor, slots: torch.Tensor,
                      cu_seqlens: torch.Tensor, context_lens: torch.Tensor, scale: float | None = None,
                      gate: torch.Tensor | None = None, max_seqlen: int | None = None,
-                     max_context: int | None = None) -> torch.Tensor:
+                     max_context: int | None = None, portable: bool = False) -> torch.Tensor:
     """The kernels run for bf16 with a gate and ``max_seqlen`` given: the split-context decode kernel when every
     sequence has ``max_seqlen`` tokens and the head group's rows fit it (``max_context``, default the cache's
-    length, sizes its split), the flash prefill kernel otherwise."""
+    length, sizes its split), the flash prefill kernel otherwise (on wgmma where ``sm90a_kernels``, unless
+    ``portable``: then on mma.sync, as on sm80 and sm100)."""
     batch = slots.shape[0]
     kernel = (HAS_KERNELS and q.is_cuda and gate is not None and max_seqlen is not None and batch > 0
               and q.shape[-1] == ATTENTION_HEAD_DIM
@@ -301,7 +303,7 @@ def attention_varlen(q: torch.Tensor, key_cache: torch.Tensor, value_cache: torc
                                              context_lens, scale, max_context or key_cache.shape[1])
     else:
         torch.ops.qwen3next.attention_prefill(out.view(q.shape[0], -1), q, _rows(gate), key_cache, value_cache,
-                                              slots, cu_seqlens, context_lens, scale, max_seqlen)
+                                              slots, cu_seqlens, context_lens, scale, max_seqlen, portable)
     return out
 
 
@@ -357,7 +359,7 @@ if HAS_KERNELS:
         return None
 
     @torch.library.register_fake("qwen3next::attention_prefill")
-    def _(out, q, gate, key_cache, value_cache, slots, cu_seqlens, context_lens, scale, max_seqlen):
+    def _(out, q, gate, key_cache, value_cache, slots, cu_seqlens, context_lens, scale, max_seqlen, portable=False):
         return None
 
     @torch.library.register_fake("qwen3next::attention_decode")
