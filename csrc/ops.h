@@ -33,6 +33,8 @@ void moe_decode(at::Tensor& out, const at::Tensor& x, const at::Tensor& router, 
                 bool norm_topk_prob);
 void moe_grouped_gemm(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, const at::Tensor& offsets,
                       bool portable);
+void moe_grouped_gemm_swiglu(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, const at::Tensor& offsets,
+                             const at::Tensor& scale);
 void moe_swiglu(at::Tensor& act, const at::Tensor& gate_up, const at::Tensor& scale);
 void moe_combine(at::Tensor& out, const at::Tensor& routed, const at::Tensor& pair_of, const at::Tensor& shared,
                  const at::Tensor& gate);

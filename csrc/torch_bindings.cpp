@@ -67,6 +67,11 @@ TORCH_LIBRARY(qwen3next, m) {
 
   // The many-token MoE path's activation: act[p] = silu(gate_up[p, :I]) * gate_up[p, I:] * scale[p], in fp32,
   // rounded once; gate_up[P, 2I], act[P, I] bf16, scale[P] float32 (the pairs' route weights).
+  // The same grouped GEMM with the SwiGLU in its epilogue (sm90a only): b's 2I rows hold gate and up interleaved in
+  // blocks of 32 ([g 0-31 | u 0-31 | g 32-63 | ...]); out[rows, I] = silu(gate) * up * scale[row] (scale float32).
+  m.def("moe_grouped_gemm_swiglu(Tensor(a!) out, Tensor a, Tensor b, Tensor offsets, Tensor scale) -> ()");
+  m.impl("moe_grouped_gemm_swiglu", c10::DeviceType::CUDA, &qwen3next::moe_grouped_gemm_swiglu);
+
   m.def("moe_swiglu(Tensor(a!) act, Tensor gate_up, Tensor scale) -> ()");
   m.impl("moe_swiglu", c10::DeviceType::CUDA, &qwen3next::moe_swiglu);
 

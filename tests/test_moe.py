@@ -177,6 +177,52 @@ def test_grouped_gemm_bad_inputs(kernel):
 
 
 @cuda
+@pytest.mark.parametrize("n,k", [(1024, 2048), (128, 64), (192, 64)], ids=["gate_up", "small", "partial_tile"])
+def test_grouped_gemm_swiglu_matches_per_group_products(n, k):
+    """The sm90a grouped GEMM with SiLU·up and the route weights in its epilogue, on gate/up rows interleaved by
+    ops.interleave_gate_up; groups of 0, 1, 3, 77, 128, 200 and 513 rows."""
+    if "sm90a" not in grouped_gemm_kernels():
+        pytest.skip("no sm90 GPU or no 90a in this build")
+    gen = torch.Generator().manual_seed(n + k + 1)
+    sizes = torch.tensor([0, 77, 1, 0, 513, 3, 128, 200, 0])
+    rows = int(sizes.sum())
+    a = torch.randn(rows, k, generator=gen).to("cuda", torch.bfloat16)
+    gate_up = (torch.randn(len(sizes), n, k, generator=gen) * k ** -0.5).to("cuda", torch.bfloat16)
+    scale = torch.rand(rows, generator=gen).cuda()
+    offsets = sizes.cumsum(0).to("cuda", torch.int32)
+    out = nan_like(torch.empty(rows, n // 2, dtype=torch.bfloat16, device="cuda"))
+    b = ops.interleave_gate_up(gate_up)
+    torch.ops.qwen3next.moe_grouped_gemm_swiglu(out, a, b, offsets, scale)
+    begin = 0
+    for e, size in enumerate(sizes.tolist()):
+        gate, up = (a[begin:begin + size].double() @ gate_up[e].double().T).chunk(2, dim=-1)
+        expected = torch.nn.functional.silu(gate) * up * scale[begin:begin + size, None].double()
+        assert_close(out[begin:begin + size].double(), expected, atol=2e-2, rtol=2e-2, name=f"group {e}")
+        begin += size
+    again = torch.empty_like(out)
+    torch.ops.qwen3next.moe_grouped_gemm_swiglu(again, a, b, offsets, scale)
+    assert torch.equal(again, out)
+    with pytest.raises(RuntimeError, match="float32"):
+        torch.ops.qwen3next.moe_grouped_gemm_swiglu(out, a, b, offsets, scale.bfloat16())
+    with pytest.raises(RuntimeError, match="out"):
+        torch.ops.qwen3next.moe_grouped_gemm_swiglu(torch.empty(rows, n, dtype=torch.bfloat16, device="cuda"), a, b,
+                                                    offsets, scale)
+    with pytest.raises(RuntimeError, match="multiple of 64"):
+        torch.ops.qwen3next.moe_grouped_gemm_swiglu(out[:, :16].contiguous(), a, b[:, :32].contiguous(), offsets,
+                                                    scale)
+
+
+def test_interleave_gate_up_round_trip():
+    w = torch.randn(3, 128, 5)
+    interleaved = ops.interleave_gate_up(w)
+    gate, up = w.chunk(2, dim=1)
+    assert torch.equal(interleaved[:, :32], gate[:, :32]) and torch.equal(interleaved[:, 32:64], up[:, :32])
+    assert torch.equal(interleaved[:, 64:96], gate[:, 32:]) and torch.equal(interleaved[:, 96:], up[:, 32:])
+    with pytest.raises(ValueError, match="multiple of 64"):
+        ops.interleave_gate_up(torch.randn(2, 96, 4))
+
+
+@cuda
 @pytest.mark.parametrize("pairs,width", [(1, 8), (4097, 512), (33, 72)])
 def test_swiglu_matches_torch(pairs, width):
     """act = silu(gate) * up * scale, in fp32, rounded once."""

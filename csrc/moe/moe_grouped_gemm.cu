@@ -37,6 +37,7 @@ namespace {
 
 using Element = cutlass::bfloat16_t;
 constexpr int kAlignment = 8;  // elements per 16-byte access
+constexpr int kSwigluBlock = 32;  // moe_grouped_gemm_swiglu's b: gate and up rows interleaved in blocks of 32
 
 // Group e's rows of a and out.
 struct GroupRows {
@@ -141,6 +142,111 @@ using StrideA = Sm90Kernel::InternalStrideA;
 using StrideB = Sm90Kernel::InternalStrideB;
 using StrideD = Sm90Kernel::InternalStrideD;
 
+// ---- sm90a, gate_up with SiLU·up in the epilogue ------------------------------------------------------------
+// b's rows hold gate and up interleaved in blocks of kSwigluBlock ([g 0-31 | u 0-31 | g 32-63 | u 32-63 | ...]), so
+// a 128-wide tile's accumulators pair gate column c with up column c + 32 in the same thread (a wgmma accumulator
+// thread holds columns 2t, 2t + 1 of every 8-column group, and 32 columns are 4 groups). The epilogue writes
+// silu(g) * u * scale[row] to the half-width output [rows, N / 2] straight from registers (no shared memory).
+using GroupStride = StrideD;
+
+struct SwigluEpilogue {
+  using EpilogueSchedule = cutlass::epilogue::PtrArrayNoSmemWarpSpecialized;
+  using DispatchPolicy = EpilogueSchedule;
+  using ElementC = void;
+  using ElementD = Element;
+  using ElementOutput = Element;
+  using ElementAccumulator = float;
+  using ElementCompute = float;
+  using ElementScalar = float;
+  using InternalStrideC = GroupStride;
+  using StrideC = GroupStride*;
+  using InternalStrideD = GroupStride;
+  using StrideD = GroupStride*;
+  using GmemTiledCopyC = void;
+  using GmemTiledCopyD = void;
+  using ThreadEpilogueOp = void;  // no elementwise op object: the SwiGLU is below
+  struct SharedStorage {};
+  using TensorMapStorage = SharedStorage;
+
+  struct Arguments {
+    Element** ptr_out = nullptr;  // per group: its rows of the [rows, N / 2] output
+    const float** ptr_scale = nullptr;  // per group: its rows' scales
+    int64_t out_stride = 0;  // N / 2
+  };
+  using Params = Arguments;
+
+  template <class ProblemShape>
+  static constexpr Params to_underlying_arguments(ProblemShape const&, Arguments const& args, void*) {
+    return args;
+  }
+  template <class ProblemShape>
+  static size_t get_workspace_size(ProblemShape const&, Arguments const&, int) {
+    return 0;
+  }
+  template <class ProblemShape>
+  static cutlass::Status initialize_workspace(ProblemShape const&, Arguments const&, void*, cudaStream_t,
+                                              cutlass::CudaHostAdapter* = nullptr) {
+    return cutlass::Status::kSuccess;
+  }
+  template <class ProblemShape>
+  static bool can_implement(ProblemShape const&, Arguments const& args) {
+    return args.ptr_out != nullptr && args.ptr_scale != nullptr;
+  }
+
+  CUTLASS_HOST_DEVICE SwigluEpilogue(Params const& params) : params(params) {}
+  CUTLASS_DEVICE bool is_source_needed() { return false; }
+
+  template <class ProblemShapeMNKL, class BlockShapeMNK, class BlockCoordMNKL, class FrgEngine, class FrgLayout,
+            class TiledMma, class ResidueMNK>
+  CUTLASS_DEVICE void operator()(ProblemShapeMNKL problem_shape_mnkl, BlockShapeMNK blk_shape_MNK,
+                                 BlockCoordMNKL blk_coord_mnkl, cute::Tensor<FrgEngine, FrgLayout> const& accumulators,
+                                 TiledMma tiled_mma, ResidueMNK, int thread_idx, char*) {
+    using namespace cute;
+    // Per thread ((2 columns, 2 rows, N / 8 column groups), 1, 1); up is 4 groups after its gate.
+    static_assert(decltype(size<0, 0>(FrgLayout{}))::value == 2 && decltype(size<0, 1>(FrgLayout{}))::value == 2 &&
+                      decltype(size<0, 2>(FrgLayout{}))::value % 8 == 0 && decltype(size<1>(FrgLayout{}))::value == 1 &&
+                      decltype(size<2>(FrgLayout{}))::value == 1 && decltype(stride<0, 2>(FrgLayout{}))::value == 4,
+                  "a 64 x N wgmma accumulator per warpgroup");
+    constexpr int kUpOffset = kSwigluBlock / 8 * 4;  // fragment index of the up value of a gate value
+    const int M = get<0>(problem_shape_mnkl), N = get<1>(problem_shape_mnkl);
+    const auto [m_coord, n_coord, k_coord, l_coord] = blk_coord_mnkl;
+    Element* out = params.ptr_out[l_coord];
+    const float* scale = params.ptr_scale[l_coord];
+    // (row, column) of each accumulator within the group's [M, N] product
+    Tensor coord = local_tile(make_identity_tensor(make_shape(M, N)),
+                              take<0, 2>(blk_shape_MNK), make_coord(m_coord, n_coord));
+    Tensor thread_coord = tiled_mma.get_thread_slice(thread_idx).partition_C(coord);
+    CUTLASS_PRAGMA_UNROLL
+    for (int i = 0; i < size(accumulators); i += 2) {
+      const int group = i / 4;  // the 8-column group of value i
+      if (group % (2 * kSwigluBlock / 8) >= kSwigluBlock / 8) continue;  // an up column: taken with its gate
+      const auto [row, column] = thread_coord(i);
+      if (row >= M || column >= N) continue;  // past the group's rows, or past N in a last partial tile
+      const float s = scale[row];
+      const int out_column = column / (2 * kSwigluBlock) * kSwigluBlock + column % (2 * kSwigluBlock);
+      float value[2];
+      CUTLASS_PRAGMA_UNROLL
+      for (int c = 0; c < 2; ++c) {
+        const float g = accumulators(i + c), u = accumulators(i + c + kUpOffset);
+        value[c] = g / (1.f + __expf(-g)) * u * s;
+      }
+      *reinterpret_cast<__nv_bfloat162*>(out + int64_t(row) * params.out_stride + out_column) =
+          __floats2bfloat162_rn(value[0], value[1]);
+    }
+  }
+
+ private:
+  Params params;
+};
+
+using SwigluEpilogueOp = cutlass::epilogue::collective::detail::Sm90TmaWarpSpecializedAdapter<SwigluEpilogue>;
+using SwigluMainloop = typename cutlass::gemm::collective::CollectiveBuilder<
+    cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Element, LayoutA*, kAlignment, Element, LayoutB*, kAlignment,
+    float, TileShape, ClusterShape, cutlass::gemm::collective::StageCountAuto,
+    cutlass::gemm::KernelPtrArrayTmaWarpSpecializedCooperative>::CollectiveOp;
+using Sm90SwigluKernel = cutlass::gemm::kernel::GemmUniversal<ProblemShape, SwigluMainloop, SwigluEpilogueOp>;
+using Sm90SwigluGemm = cutlass::gemm::device::GemmUniversalAdapter<Sm90SwigluKernel>;
+
 struct Sm90Arrays {
   Shape3* shapes;
   const Element** a;
@@ -149,53 +255,53 @@ struct Sm90Arrays {
   StrideA* stride_a;
   StrideB* stride_b;
   StrideD* stride_d;
+  const float** scale;  // the SwiGLU kernel's: each group's rows' scales
 };
 
+// Group e's problem, pointers and strides; out rows are out_width wide (N, or N / 2 for the SwiGLU kernel).
 __global__ void setup_sm90_kernel(Sm90Arrays g, const int32_t* offsets, int groups, const Element* a,
-                                  const Element* b, Element* d, int n, int k) {
+                                  const Element* b, Element* d, int n, int k, int out_width, const float* scale) {
   const int e = blockIdx.x * blockDim.x + threadIdx.x;
   if (e >= groups) return;
   const GroupRows rows = group_rows(offsets, e);
   g.shapes[e] = Shape3{rows.count, n, k};
   g.a[e] = a + int64_t(rows.begin) * k;
   g.b[e] = b + int64_t(e) * n * k;
-  g.d[e] = d + int64_t(rows.begin) * n;
+  g.d[e] = d + int64_t(rows.begin) * out_width;
   g.stride_a[e] = make_stride(int64_t(k), Int<1>{}, Int<0>{});
   g.stride_b[e] = make_stride(int64_t(k), Int<1>{}, Int<0>{});
-  g.stride_d[e] = make_stride(int64_t(n), Int<1>{}, Int<0>{});
+  g.stride_d[e] = make_stride(int64_t(out_width), Int<1>{}, Int<0>{});
+  if (scale != nullptr) g.scale[e] = scale + rows.begin;
 }
 
-void run_sm90(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, const at::Tensor& offsets,
-              cudaStream_t stream) {
+// The per-group arrays in one byte buffer, filled on the device from the offsets.
+Sm90Arrays setup_sm90(at::Tensor& storage, at::Tensor& out, const at::Tensor& a, const at::Tensor& b,
+                      const at::Tensor& offsets, const float* scale, cudaStream_t stream) {
   const int64_t groups = b.size(0), n = b.size(1), k = b.size(2);
   const int64_t bytes = carved_bytes<Shape3>(groups) + 3 * carved_bytes<Element*>(groups) +
-                        carved_bytes<StrideA>(groups) + carved_bytes<StrideB>(groups) + carved_bytes<StrideD>(groups);
-  const at::Tensor arrays = at::empty({bytes}, a.options().dtype(at::kByte));
-  uint8_t* const base = arrays.data_ptr<uint8_t>();
+                        carved_bytes<StrideA>(groups) + carved_bytes<StrideB>(groups) + carved_bytes<StrideD>(groups) +
+                        carved_bytes<const float*>(groups);
+  storage = at::empty({bytes}, a.options().dtype(at::kByte));
+  uint8_t* const base = storage.data_ptr<uint8_t>();
   uint8_t* cursor = base;
   Sm90Arrays g{carve<Shape3>(cursor, groups), carve<const Element*>(cursor, groups),
                carve<const Element*>(cursor, groups), carve<Element*>(cursor, groups), carve<StrideA>(cursor, groups),
-               carve<StrideB>(cursor, groups), carve<StrideD>(cursor, groups)};
+               carve<StrideB>(cursor, groups), carve<StrideD>(cursor, groups), carve<const float*>(cursor, groups)};
   TORCH_INTERNAL_ASSERT(cursor == base + bytes, "moe_grouped_gemm: the arrays' size and their carving disagree");
   setup_sm90_kernel<<<(groups + 127) / 128, 128, 0, stream>>>(
       g, offsets.data_ptr<int32_t>(), static_cast<int>(groups), static_cast<const Element*>(a.data_ptr()),
       static_cast<const Element*>(b.data_ptr()), static_cast<Element*>(out.data_ptr()), static_cast<int>(n),
-      static_cast<int>(k));
+      static_cast<int>(k), static_cast<int>(out.size(1)), scale);
   QN_CHECK_LAUNCH();
+  return g;
+}
 
-  cutlass::KernelHardwareInfo hw_info;
-  hw_info.device_id = a.get_device();
-  hw_info.sm_count = device_attribute<cudaDevAttrMultiProcessorCount>(a.get_device());
-  typename Sm90Gemm::Arguments args{cutlass::gemm::GemmUniversalMode::kGrouped,
-                                    {static_cast<int>(groups), g.shapes, nullptr},
-                                    {g.a, g.stride_a, g.b, g.stride_b},
-                                    {{}, nullptr, nullptr, g.d, g.stride_d},
-                                    hw_info};
-  args.epilogue.thread.alpha = 1.f;
-  args.epilogue.thread.beta = 0.f;
-  Sm90Gemm gemm;
-  const at::Tensor workspace = at::empty({static_cast<int64_t>(Sm90Gemm::get_workspace_size(args))},
-                                         a.options().dtype(at::kByte));
+// Runs `Gemm` with these arguments on `stream` (k and n name the shape in errors).
+template <class Gemm>
+void run_gemm(typename Gemm::Arguments& args, const at::Tensor& like, int64_t k, int64_t n, cudaStream_t stream) {
+  Gemm gemm;
+  const at::Tensor workspace = at::empty({static_cast<int64_t>(Gemm::get_workspace_size(args))},
+                                         like.options().dtype(at::kByte));
   TORCH_CHECK(gemm.can_implement(args) == cutlass::Status::kSuccess,
               "moe_grouped_gemm: CUTLASS cannot run these shapes (K ", k, ", N ", n, ")");
   TORCH_CHECK(gemm.initialize(args, workspace.data_ptr(), stream) == cutlass::Status::kSuccess,
@@ -203,49 +309,112 @@ void run_sm90(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, const a
   TORCH_CHECK(gemm.run(stream) == cutlass::Status::kSuccess, "moe_grouped_gemm: CUTLASS launch failed");
   QN_CHECK_LAUNCH();
 }
+
+cutlass::KernelHardwareInfo hardware(const at::Tensor& a) {
+  cutlass::KernelHardwareInfo hw_info;
+  hw_info.device_id = a.get_device();
+  hw_info.sm_count = device_attribute<cudaDevAttrMultiProcessorCount>(a.get_device());
+  return hw_info;
+}
+
+void run_sm90(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, const at::Tensor& offsets,
+              cudaStream_t stream) {
+  at::Tensor storage;
+  const Sm90Arrays g = setup_sm90(storage, out, a, b, offsets, nullptr, stream);
+  typename Sm90Gemm::Arguments args{cutlass::gemm::GemmUniversalMode::kGrouped,
+                                    {static_cast<int>(b.size(0)), g.shapes, nullptr},
+                                    {g.a, g.stride_a, g.b, g.stride_b},
+                                    {{}, nullptr, nullptr, g.d, g.stride_d},
+                                    hardware(a)};
+  args.epilogue.thread.alpha = 1.f;
+  args.epilogue.thread.beta = 0.f;
+  run_gemm<Sm90Gemm>(args, a, b.size(2), b.size(1), stream);
+}
+
+void run_sm90_swiglu(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, const at::Tensor& offsets,
+                     const at::Tensor& scale, cudaStream_t stream) {
+  at::Tensor storage;
+  const Sm90Arrays g = setup_sm90(storage, out, a, b, offsets, scale.data_ptr<float>(), stream);
+  typename Sm90SwigluGemm::Arguments args{cutlass::gemm::GemmUniversalMode::kGrouped,
+                                          {static_cast<int>(b.size(0)), g.shapes, nullptr},
+                                          {g.a, g.stride_a, g.b, g.stride_b},
+                                          {g.d, g.scale, out.size(1)},
+                                          hardware(a)};
+  run_gemm<Sm90SwigluGemm>(args, a, b.size(2), b.size(1), stream);
+}
 #endif
+
+}  // namespace
+
+namespace {
+
+// The checks both ops share: devices, layouts, dtypes and shapes (out [rows, out_width]).
+void check_grouped_gemm(const char* op, const at::Tensor& out, const at::Tensor& a, const at::Tensor& b,
+                        const at::Tensor& offsets, int64_t out_width) {
+  QN_CHECK_CUDA(a);
+  for (const at::Tensor* t : std::initializer_list<const at::Tensor*>{&out, &a, &b, &offsets}) {
+    TORCH_CHECK(t->device() == a.device(), op, ": all tensors must be on ", a.device(), ", got one on ", t->device());
+    TORCH_CHECK(t->is_contiguous(), op, ": every tensor must be contiguous");
+  }
+  for (const at::Tensor* t : std::initializer_list<const at::Tensor*>{&out, &a, &b}) {
+    TORCH_CHECK(t->scalar_type() == at::kBFloat16, op, ": a, b and out must be bfloat16, got ", t->scalar_type());
+    TORCH_CHECK(vector_aligned(*t), op, ": a, b and out must start on a 16-byte boundary");
+  }
+  TORCH_CHECK(offsets.scalar_type() == at::kInt, op, ": offsets must be int32, got ", offsets.scalar_type());
+  TORCH_CHECK(a.dim() == 2 && b.dim() == 3 && b.size(2) == a.size(1), op,
+              ": a must be [rows, K] and b [groups, N, K], got ", a.sizes(), " and ", b.sizes());
+  const int64_t k = a.size(1), n = b.size(1);
+  QN_CHECK_SHAPE(offsets, b.size(0));
+  QN_CHECK_SHAPE(out, a.size(0), out_width);
+  TORCH_CHECK(k % kAlignment == 0 && n % kAlignment == 0, op, ": K and N must be multiples of ", kAlignment, ", got ",
+              k, " and ", n);
+}
+
+// An sm90 GPU and a build with 90a, or a clear error naming what is missing.
+void check_sm90a(const char* op, const at::Tensor& a, const char* otherwise) {
+  const int major = device_attribute<cudaDevAttrComputeCapabilityMajor>(a.get_device());
+  const int minor = device_attribute<cudaDevAttrComputeCapabilityMinor>(a.get_device());
+  TORCH_CHECK(major == 9 && minor == 0, op, ": the sm90a kernel needs an sm90 GPU, got sm", major, minor, otherwise);
+#ifndef QWEN3NEXT_SM90A
+  TORCH_CHECK(false, op, ": this build has no sm90a code (QWEN3NEXT_CUDA_ARCHS=", QWEN3NEXT_CUDA_ARCHS, ")", otherwise);
+#endif
+}
 
 }  // namespace
 
 void moe_grouped_gemm(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, const at::Tensor& offsets,
                       bool portable) {
-  QN_CHECK_CUDA(a);
-  for (const at::Tensor* t : std::initializer_list<const at::Tensor*>{&out, &a, &b, &offsets}) {
-    TORCH_CHECK(t->device() == a.device(), "moe_grouped_gemm: all tensors must be on ", a.device(), ", got one on ",
-                t->device());
-    TORCH_CHECK(t->is_contiguous(), "moe_grouped_gemm: every tensor must be contiguous");
-  }
-  for (const at::Tensor* t : std::initializer_list<const at::Tensor*>{&out, &a, &b}) {
-    TORCH_CHECK(t->scalar_type() == at::kBFloat16, "moe_grouped_gemm: a, b and out must be bfloat16, got ",
-                t->scalar_type());
-    TORCH_CHECK(vector_aligned(*t), "moe_grouped_gemm: a, b and out must start on a 16-byte boundary");
-  }
-  TORCH_CHECK(offsets.scalar_type() == at::kInt, "moe_grouped_gemm: offsets must be int32, got ",
-              offsets.scalar_type());
-  TORCH_CHECK(a.dim() == 2 && b.dim() == 3 && b.size(2) == a.size(1),
-              "moe_grouped_gemm: a must be [rows, K] and b [groups, N, K], got ", a.sizes(), " and ", b.sizes());
-  const int64_t rows = a.size(0), k = a.size(1), groups = b.size(0), n = b.size(1);
-  QN_CHECK_SHAPE(offsets, groups);
-  QN_CHECK_SHAPE(out, rows, n);
-  TORCH_CHECK(k % kAlignment == 0 && n % kAlignment == 0, "moe_grouped_gemm: K and N must be multiples of ",
-              kAlignment, ", got ", k, " and ", n);
-  if (rows == 0 || groups == 0) return;
+  check_grouped_gemm("moe_grouped_gemm", out, a, b, offsets, b.dim() == 3 ? b.size(1) : 0);
+  if (a.size(0) == 0 || b.size(0) == 0) return;
   const c10::cuda::OptionalCUDAGuard guard(a.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  const int major = device_attribute<cudaDevAttrComputeCapabilityMajor>(a.get_device());
-  const int minor = device_attribute<cudaDevAttrComputeCapabilityMinor>(a.get_device());
   if (portable) {
-    TORCH_CHECK(major >= 8, "moe_grouped_gemm: needs an sm80 or later GPU, got sm", major, minor);
+    const int major = device_attribute<cudaDevAttrComputeCapabilityMajor>(a.get_device());
+    TORCH_CHECK(major >= 8, "moe_grouped_gemm: needs an sm80 or later GPU, got sm", major,
+                device_attribute<cudaDevAttrComputeCapabilityMinor>(a.get_device()));
     run_portable(out, a, b, offsets, stream);
     return;
   }
-  TORCH_CHECK(major == 9 && minor == 0, "moe_grouped_gemm: the sm90a kernel needs an sm90 GPU, got sm", major, minor,
-              " (pass portable=True)");
+  check_sm90a("moe_grouped_gemm", a, " (pass portable=True)");
 #ifdef QWEN3NEXT_SM90A
   run_sm90(out, a, b, offsets, stream);
-#else
-  TORCH_CHECK(false, "moe_grouped_gemm: this build has no sm90a code (QWEN3NEXT_CUDA_ARCHS=", QWEN3NEXT_CUDA_ARCHS,
-              "; pass portable=True)");
+#endif
+}
+
+void moe_grouped_gemm_swiglu(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, const at::Tensor& offsets,
+                             const at::Tensor& scale) {
+  const char* op = "moe_grouped_gemm_swiglu";
+  check_grouped_gemm(op, out, a, b, offsets, b.dim() == 3 ? b.size(1) / 2 : 0);
+  TORCH_CHECK(b.size(1) % (2 * kSwigluBlock) == 0, op, ": b's rows (gate and up interleaved in blocks of ",
+              kSwigluBlock, ") must be a multiple of ", 2 * kSwigluBlock, ", got ", b.size(1));
+  TORCH_CHECK(scale.device() == a.device() && scale.scalar_type() == at::kFloat && scale.is_contiguous(), op,
+              ": scale must be a contiguous float32 tensor on ", a.device());
+  QN_CHECK_SHAPE(scale, a.size(0));
+  if (a.size(0) == 0 || b.size(0) == 0) return;
+  check_sm90a(op, a, "");
+  const c10::cuda::OptionalCUDAGuard guard(a.device());
+#ifdef QWEN3NEXT_SM90A
+  run_sm90_swiglu(out, a, b, offsets, scale, c10::cuda::getCurrentCUDAStream());
 #endif
 }
 

@@ -201,6 +201,22 @@ def _grouped_mm(a: torch.Tensor, b: torch.Tensor, offsets: torch.Tensor) -> torc
     return out
 
 
+GATE_UP_BLOCK = 32  # moe_grouped_gemm_swiglu's layout: gate and up rows interleaved in blocks of this many
+
+
+def interleave_gate_up(gate_up: torch.Tensor) -> torch.Tensor:
+    """[..., 2I, K] with the gate rows first -> the rows moe_grouped_gemm_swiglu reads: gate and up interleaved in
+    blocks of GATE_UP_BLOCK ([g 0-31 | u 0-31 | g 32-63 | u 32-63 | ...]), so that one accumulator thread of its
+    tile holds a gate value and its up value. A new tensor."""
+    rows = gate_up.shape[-2]
+    if rows % (2 * GATE_UP_BLOCK):
+        raise ValueError(f"interleave_gate_up: {rows} rows, expected a multiple of {2 * GATE_UP_BLOCK} (gate | up, "
+                         f"each a multiple of {GATE_UP_BLOCK})")
+    lead, k = gate_up.shape[:-2], gate_up.shape[-1]
+    blocks = gate_up.reshape(*lead, 2, rows // (2 * GATE_UP_BLOCK), GATE_UP_BLOCK, k)  # (gate | up, block, row, k)
+    return blocks.transpose(-4, -3).reshape(*lead, rows, k).contiguous()
+
+
 MOE_GROUPED_CHUNK = 8192  # tokens per pass of the many-token path: bounds its pair buffers (~1.5 GB at 8192)
 
 
@@ -360,6 +376,10 @@ if HAS_KERNELS:
 
     @torch.library.register_fake("qwen3next::attention_prefill")
     def _(out, q, gate, key_cache, value_cache, slots, cu_seqlens, context_lens, scale, max_seqlen, portable=False):
+        return None
+
+    @torch.library.register_fake("qwen3next::moe_grouped_gemm_swiglu")
+    def _(out, a, b, offsets, scale):
         return None
 
     @torch.library.register_fake("qwen3next::attention_decode")
