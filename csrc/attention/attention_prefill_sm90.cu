@@ -1,9 +1,10 @@
 // Causal flash attention of a varlen prefill over the KV cache on sm90a: warpgroup MMAs (wgmma). Two warpgroups
 // own 64 query rows each of the CTA's 128 (one query head); keys and values stream through two 64-key stages of
 // shared memory (cp.async into the 128-byte-swizzled layout wgmma reads). Per stage and warpgroup: S = Q K^T as 16
-// wgmma (Q and K from shared memory), the online softmax in registers, then O += P V as 4 wgmma with P straight from
+// wgmma (Q and K from shared memory), the online softmax in registers, O += P V as 4 wgmma with P straight from
 // registers (the S accumulator's layout, converted to bf16, is the A operand's) and V read transposed from the
-// same shared-memory tile. Same contract as the portable kernel (attention_prefill.h).
+// same shared-memory tile; P V of one stage runs while the next stage's softmax does. Same contract as the portable
+// kernel (attention_prefill.h).
 #include "attention/attention_prefill.h"
 
 #ifdef QWEN3NEXT_SM90A
@@ -117,9 +118,11 @@ __global__ void __launch_bounds__(kThreads, 1) attention_prefill_sm90_kernel(con
         return key < key_end ? cache + ((int64_t(slot) * p.max_len + key) * p.kv_heads + kv_head) * kDim : nullptr;
       };
     };
-    auto load_stage = [&](int kt) {
+    auto load_keys = [&](int kt) {
       load_tile(make_tensor(make_smem_ptr(sm.k[kt % kStages]), SmemKV{}), kKeys, key_rows(key_cache, kt * kKeys), q,
                 tid);
+    };
+    auto load_values = [&](int kt) {
       load_tile(make_tensor(make_smem_ptr(sm.v[kt % kStages]), SmemKV{}), kKeys, key_rows(value_cache, kt * kKeys), q,
                 tid);
     };
@@ -127,7 +130,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_prefill_sm90_kernel(con
     load_tile(sQ, kRows, [=](int r) -> const __nv_bfloat16* {
       return r < rows ? q + ((int64_t(start) + row0 + r) * p.query_heads + head) * kDim : nullptr;
     }, q, tid);
-    if (key_tiles > 0) load_stage(0);
+    if (key_tiles > 0) load_keys(0);
     cp_async_commit();
 
     // The thread's two rows: their last visible key (causal; -1 past the tile's rows), running max and sum.
@@ -138,73 +141,105 @@ __global__ void __launch_bounds__(kThreads, 1) attention_prefill_sm90_kernel(con
       const int r = row_of(2 * half);
       last_key[half] = r < rows ? min(first_position + row0 + r, key_end - 1) : -1;
     }
-    const int wg_rows = min(max(rows - 64 * warpgroup, 0), 64);  // this warpgroup's rows in the tile
-    const int wg_last = wg_rows > 0 ? min(first_position + row0 + 64 * warpgroup + wg_rows - 1, key_end - 1) : -1;
     clear(tOrO);
 
-    for (int kt = 0; kt < key_tiles; ++kt) {
-      const int stage = kt % kStages, key0 = kt * kKeys;
-      if (kt + 1 < key_tiles) load_stage(kt + 1);
-      cp_async_commit();
-      cp_async_wait<1>();
+    // Software-pipelined: step n issues S_n = Q K_n^T and O += P_{n-1} V_{n-1} back to back, so that the tensor
+    // cores run P V while this warpgroup does S_n's softmax. The copies of step n (K_{n+1}, V_n) land by step n + 1:
+    // K in stage (n + 1) % 2 and V in n % 2, whose previous readers (S_{n-1}, P_{n-2} V_{n-2}) every warpgroup has
+    // waited for before step n's barrier. Both warpgroups take every stage (the first one's last is wholly masked
+    // on the diagonal), and the first and last steps are peeled: ptxas serializes wgmma under branches it cannot
+    // prove uniform or match with their waits.
+    auto begin_step = [&] {
+      cp_async_wait<0>();
       // The copies wrote through the generic proxy, wgmma reads through the async one: each thread's landed copies
       // made visible to it, then the barrier makes every thread's so.
       asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-      __syncthreads();  // this stage (and the query rows) have landed for every thread
-      if (key0 <= wg_last) {  // a stage wholly after the warpgroup's rows adds nothing
-        Tensor tSrK = thr_qk.partition_fragment_B(make_tensor(make_smem_ptr(sm.k[stage]), SmemKV{}));
-        Tensor tOrV = thr_pv.partition_fragment_B(make_tensor(make_smem_ptr(sm.v[stage]), SmemVt{}));
-        warpgroup_fence_operand(tSrS);
-        warpgroup_arrive();
-        mma_qk.accumulate_ = GMMA::ScaleOut::Zero;
+      __syncthreads();
+      warpgroup_fence_operand(tSrS);
+      warpgroup_fence_operand(tOrO);
+      warpgroup_arrive();
+    };
+    auto issue_scores = [&](int n) {
+      Tensor tSrK = thr_qk.partition_fragment_B(make_tensor(make_smem_ptr(sm.k[n % kStages]), SmemKV{}));
+      mma_qk.accumulate_ = GMMA::ScaleOut::Zero;
 #pragma unroll
-        for (int k = 0; k < size<2>(tSrQ); ++k) {
-          cute::gemm(mma_qk, tSrQ(_, _, k), tSrK(_, _, k), tSrS);
-          mma_qk.accumulate_ = GMMA::ScaleOut::One;
-        }
-        warpgroup_commit_batch();
-        warpgroup_wait<0>();
-        warpgroup_fence_operand(tSrS);
-
-        // Online softmax in log2 units; masked keys are -inf.
-        float stage_max[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-        for (int i = 0; i < size(tSrS); ++i) {
-          const int half = (i / 2) % 2, key = key0 + first_column + 8 * (i / 4) + i % 2;
-          tSrS(i) = key <= last_key[half] ? tSrS(i) * p.scale_log2 : -INFINITY;
-          stage_max[half] = fmaxf(stage_max[half], tSrS(i));
-        }
-        float correction[2], base[2];
-#pragma unroll
-        for (int half = 0; half < 2; ++half) {
-          stage_max[half] = fmaxf(stage_max[half], __shfl_xor_sync(0xffffffffu, stage_max[half], 1));
-          stage_max[half] = fmaxf(stage_max[half], __shfl_xor_sync(0xffffffffu, stage_max[half], 2));
-          const float new_max = fmaxf(row_max[half], stage_max[half]);
-          base[half] = new_max == -INFINITY ? 0.f : new_max;  // nothing visible yet: every p is 0
-          correction[half] = exp2f(row_max[half] - base[half]);
-          row_max[half] = new_max;
-          row_sum[half] *= correction[half];
-        }
-#pragma unroll
-        for (int i = 0; i < size(tSrS); ++i) {
-          const int half = (i / 2) % 2;
-          const float p_i = exp2f(tSrS(i) - base[half]);
-          row_sum[half] += p_i;
-          rP(i) = Element(p_i);
-        }
-#pragma unroll
-        for (int i = 0; i < size(tOrO); ++i) tOrO(i) *= correction[(i / 2) % 2];
-
-        warpgroup_fence_operand(tOrO);
-        warpgroup_arrive();
-        cute::gemm(mma_pv, tOrP, tOrV, tOrO);
-        warpgroup_commit_batch();
-        warpgroup_wait<0>();
-        warpgroup_fence_operand(tOrO);
+      for (int k = 0; k < size<2>(tSrQ); ++k) {
+        cute::gemm(mma_qk, tSrQ(_, _, k), tSrK(_, _, k), tSrS);
+        mma_qk.accumulate_ = GMMA::ScaleOut::One;
       }
-      __syncthreads();  // every warpgroup is done with this stage before it is refilled
+      warpgroup_commit_batch();
+    };
+    auto issue_values = [&](int n) {
+      Tensor tOrV = thr_pv.partition_fragment_B(make_tensor(make_smem_ptr(sm.v[n % kStages]), SmemVt{}));
+      cute::gemm(mma_pv, tOrP, tOrV, tOrO);
+      warpgroup_commit_batch();
+    };
+    auto issue_copies = [&](int n) {
+      if (n + 1 < key_tiles) load_keys(n + 1);
+      load_values(n);
+      cp_async_commit();
+    };
+    // Online softmax of S_n in log2 units (masked keys are -inf); P stays fp32 in S's registers until the previous
+    // P V, which reads rP, is done.
+    float correction[2];
+    auto softmax = [&](int n) {
+      warpgroup_fence_operand(tSrS);
+      const int key0 = n * kKeys;
+      float stage_max[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+      for (int i = 0; i < size(tSrS); ++i) {
+        const int half = (i / 2) % 2, key = key0 + first_column + 8 * (i / 4) + i % 2;
+        tSrS(i) = key <= last_key[half] ? tSrS(i) * p.scale_log2 : -INFINITY;
+        stage_max[half] = fmaxf(stage_max[half], tSrS(i));
+      }
+      float base[2];
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        stage_max[half] = fmaxf(stage_max[half], __shfl_xor_sync(0xffffffffu, stage_max[half], 1));
+        stage_max[half] = fmaxf(stage_max[half], __shfl_xor_sync(0xffffffffu, stage_max[half], 2));
+        const float new_max = fmaxf(row_max[half], stage_max[half]);
+        base[half] = new_max == -INFINITY ? 0.f : new_max;  // nothing visible yet: every p is 0
+        correction[half] = exp2f(row_max[half] - base[half]);
+        row_max[half] = new_max;
+        row_sum[half] *= correction[half];
+      }
+#pragma unroll
+      for (int i = 0; i < size(tSrS); ++i) {
+        const int half = (i / 2) % 2;
+        tSrS(i) = exp2f(tSrS(i) - base[half]);
+        row_sum[half] += tSrS(i);
+      }
+    };
+    auto rescale_and_keep_p = [&] {
+      warpgroup_fence_operand(tOrO);
+#pragma unroll
+      for (int i = 0; i < size(tOrO); ++i) tOrO(i) *= correction[(i / 2) % 2];
+#pragma unroll
+      for (int i = 0; i < size(tSrS); ++i) rP(i) = Element(tSrS(i));
+    };
+
+    if (key_tiles > 0) {
+      begin_step();
+      issue_scores(0);
+      issue_copies(0);
+      warpgroup_wait<0>();
+      softmax(0);
+      rescale_and_keep_p();
+      for (int n = 1; n < key_tiles; ++n) {
+        begin_step();
+        issue_scores(n);
+        issue_values(n - 1);
+        issue_copies(n);
+        warpgroup_wait<1>();
+        softmax(n);
+        warpgroup_wait<0>();
+        rescale_and_keep_p();
+      }
+      begin_step();
+      issue_values(key_tiles - 1);
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(tOrO);
     }
-    cp_async_wait<0>();
 
     // out = O / l * sigmoid(gate), two adjacent columns per store.
 #pragma unroll
