@@ -1,10 +1,10 @@
-// Causal flash attention of a varlen prefill over the KV cache on sm90a: warpgroup MMAs (wgmma). Two warpgroups
-// own 64 query rows each of the CTA's 128 (one query head); keys and values stream through two 64-key stages of
-// shared memory (cp.async into the 128-byte-swizzled layout wgmma reads). Per stage and warpgroup: S = Q K^T as 16
-// wgmma (Q and K from shared memory), the online softmax in registers, O += P V as 4 wgmma with P straight from
-// registers (the S accumulator's layout, converted to bf16, is the A operand's) and V read transposed from the
-// same shared-memory tile; P V of one stage runs while the next stage's softmax does. Same contract as the portable
-// kernel (attention_prefill.h).
+// Causal flash attention of a varlen prefill over the KV cache on sm90a: warpgroup MMAs (wgmma) fed by TMA. A CTA
+// of three warpgroups: one thread of the first copies keys and values (TMA, into 128-byte-swizzled 64-key stages,
+// two of each, on mbarriers); the other two own 64 query rows each of the CTA's 128 (one query head). Per stage and
+// warpgroup: S = Q K^T as 16 wgmma (Q and K from shared memory), the online softmax in registers, O += P V as 4
+// wgmma with P straight from registers (the S accumulator's layout, converted to bf16, is the A operand's) and V
+// read transposed from the same shared-memory tile; P V of one stage runs while the next stage's softmax does.
+// Same contract as the portable kernel (attention_prefill.h).
 #include "attention/attention_prefill.h"
 
 #ifdef QWEN3NEXT_SM90A
@@ -15,9 +15,13 @@
 #include "common/async_copy.cuh"
 #include "common/launch.h"
 #include "common/mma.cuh"
+#include "cute/arch/copy_sm90_tma.hpp"
 #include "cute/arch/mma_sm90.hpp"
 #include "cute/atom/mma_traits_sm90_gmma.hpp"
 #include "cute/tensor.hpp"
+#include "cutlass/arch/barrier.h"
+#include "cutlass/arch/reg_reconfig.h"
+#include "cutlass/cuda_host_adapter.hpp"
 
 namespace qwen3next {
 namespace {
@@ -25,8 +29,11 @@ namespace {
 using namespace cute;
 using Element = cute::bfloat16_t;
 
-constexpr int kDim = 256, kRows = 128, kKeys = 64, kStages = 2, kThreads = 256;
+constexpr int kDim = 256, kRows = 128, kKeys = 64, kStages = 2;
+constexpr int kThreads = 384, kWarpgroupThreads = 128;  // warpgroup 0 copies, 1 and 2 compute
 constexpr int kVecs = kDim / 8;  // 16-byte chunks per row
+constexpr int kBoxCols = 64;  // a TMA box: 64 keys x 64 columns (128 bytes, the swizzle's span)
+constexpr uint32_t kStageBytes = kKeys * kDim * 2;
 using Rows = Int<kRows>;
 using Keys = Int<kKeys>;
 using Dim = Int<kDim>;
@@ -45,11 +52,16 @@ using SmemQ = decltype(tile_to_shape(GMMA::Layout_K_SW128_Atom<Element>{}, Shape
 using SmemKV = decltype(tile_to_shape(GMMA::Layout_K_SW128_Atom<Element>{}, Shape<Keys, Dim>{}));
 using SmemVt = decltype(composition(SmemKV{}, make_ordered_layout(Shape<Dim, Keys>{}, Step<_2, _1>{})));
 
+using Barrier = cutlass::arch::ClusterTransactionBarrier;
+
 struct Smem {
   alignas(1024) Element q[cosize_v<SmemQ>];
   alignas(1024) Element k[kStages][cosize_v<SmemKV>];
   alignas(1024) Element v[kStages][cosize_v<SmemKV>];
+  // Per stage: full when its copy has landed (TMA transaction bytes), empty when every compute warp is done with it.
+  uint64_t key_full[kStages], key_empty[kStages], value_full[kStages], value_empty[kStages];
 };
+constexpr uint32_t kComputeWarps = 2 * kWarpgroupThreads / 32;
 
 // The accumulator layout ((2, 2, N / 8), 1, 1) of a 64 x N wgmma read as the A operand layout ((2, 2, 2), 1, N / 16)
 // of the next one: a k-step of 16 is two 8-column groups of the accumulator.
@@ -61,35 +73,90 @@ CUTE_HOST_DEVICE constexpr auto accumulator_as_a(Layout acc) {
                      coalesce(make_layout(get<2>(acc), get<0, 1>(groups))));
 }
 
-// A [rows, dim] tile from the global rows src_row(r) (nullptr: zeros; `anywhere` is then the address the copy
-// names and does not read). A thread copies one 16-byte column of every kThreads / kVecs-th row; the loop is kept
-// rolled so that the rows' addresses are not all computed ahead and held in registers.
-template <class SmemTensor, class RowOf>
-__device__ __forceinline__ void load_tile(SmemTensor tile, int rows, RowOf src_row, const void* anywhere, int tid) {
-  constexpr int kRowStep = kThreads / kVecs;
-  const int col = tid % kVecs * 8;
+// The query rows [row0, row0 + 64) of a warpgroup's slice of the tile, by cp.async (zeros past `rows`); its 128
+// threads each copy one 16-byte column of every fourth row.
+__device__ __forceinline__ void load_query_rows(Element* q_tile, const __nv_bfloat16* q, int64_t first_token,
+                                                int row0, int rows, int head, int query_heads, int thread) {
+  Tensor sQ = make_tensor(make_smem_ptr(q_tile), SmemQ{});
+  constexpr int kRowStep = kWarpgroupThreads / kVecs;
+  const int col = thread % kVecs * 8;
 #pragma unroll 1
-  for (int r = tid / kVecs; r < rows; r += kRowStep) {
-    const __nv_bfloat16* src = src_row(r);
-    cp_async_16_or_zero(&tile(r, col), src != nullptr ? src + col : anywhere, src != nullptr);
+  for (int r = row0 + thread / kVecs; r < row0 + 64; r += kRowStep) {
+    const bool valid = r < rows;
+    cp_async_16_or_zero(&sQ(r, col), q + ((first_token + (valid ? r : 0)) * query_heads + head) * kDim + col, valid);
   }
 }
 
-__global__ void __launch_bounds__(kThreads, 1) attention_prefill_sm90_kernel(const AttentionPrefillParams p) {
+// Stage n of a tile covers keys [key_base, key_base + 64): n * 64, except the last stage, which ends at key_end
+// (its first keys repeat the previous stage's and are masked): every key a copy reads is one the sequence has, or
+// (before key 0) TMA's zero fill, so no stale cache row past the context, however poisoned, reaches P V.
+__device__ __forceinline__ int stage_key_base(int n, int key_end) { return min(n * kKeys, key_end - kKeys); }
+
+// One stage of keys or values: four 64-column boxes of the [slots, max_len, kv_heads, 256] cache.
+__device__ __forceinline__ void copy_stage(const CUtensorMap* map, uint64_t* full, Element* stage, int slot, int kv_head,
+                                           int key_base) {
+  Barrier::arrive_and_expect_tx(full, kStageBytes);
+#pragma unroll
+  for (int box = 0; box < kDim / kBoxCols; ++box) {
+    SM90_TMA_LOAD_4D::copy(map, full, uint64_t(TMA::CacheHintSm90::EVICT_LAST), stage + box * kKeys * kBoxCols,
+                           box * kBoxCols, kv_head, key_base, slot);
+  }
+}
+
+__global__ void __launch_bounds__(kThreads, 1)
+    attention_prefill_sm90_kernel(const AttentionPrefillParams p, const __grid_constant__ CUtensorMap key_map,
+                                  const __grid_constant__ CUtensorMap value_map) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ __align__(1024) unsigned char smem_bytes[];
   Smem& sm = *reinterpret_cast<Smem*>(smem_bytes);
-  Tensor sQ = make_tensor(make_smem_ptr(sm.q), SmemQ{});
 
   const int head = blockIdx.y, seq = blockIdx.z, kv_head = head / (p.query_heads / p.kv_heads);
-  const int tid = threadIdx.x, warpgroup = tid / 128;
+  const int warpgroup = threadIdx.x / kWarpgroupThreads;
   const int slot = p.slots[seq];
   if (slot < 0 || slot >= p.num_slots) return;
   const int start = p.cu_seqlens[seq], length = p.cu_seqlens[seq + 1] - start;
   const int context = min(p.context_lens[seq], p.max_len), first_position = context - length;
+  const int first_tile = (length + kRows - 1) / kRows - 1 - blockIdx.x;  // tiles last to first (causal: longest first)
+  // Past the tile's last query: its keys end here.
+  auto key_end_of = [&](int row0, int rows) { return max(min(first_position + row0 + rows, context), 0); };
+
+  if (threadIdx.x == 0) {
+#pragma unroll
+    for (int s = 0; s < kStages; ++s) {
+      Barrier::init(&sm.key_full[s], 1);
+      Barrier::init(&sm.value_full[s], 1);
+      Barrier::init(&sm.key_empty[s], kComputeWarps);
+      Barrier::init(&sm.value_empty[s], kComputeWarps);
+    }
+    cutlass::arch::fence_barrier_init();
+  }
+  __syncthreads();
+
+  // Stage uses so far in this CTA: use u is stage u % 2 in its (u / 2)-th round, whose barrier phase is (u / 2) & 1.
+  int uses = 0;
+  if (warpgroup == 0) {
+    cutlass::arch::warpgroup_reg_dealloc<24>();
+    if (threadIdx.x != 0) return;
+    for (int tile = first_tile; tile >= 0; tile -= gridDim.x) {
+      const int row0 = tile * kRows, key_end = key_end_of(row0, min(kRows, length - row0));
+      const int key_tiles = (key_end + kKeys - 1) / kKeys;
+      for (int n = 0; n < key_tiles; ++n, ++uses) {
+        const int stage = uses % kStages, round_parity = (uses / kStages) & 1;
+        const int key_base = stage_key_base(n, key_end);
+        Barrier::wait(&sm.key_empty[stage], round_parity ^ 1);  // the first round's wait passes at once
+        copy_stage(&key_map, &sm.key_full[stage], sm.k[stage], slot, kv_head, key_base);
+        Barrier::wait(&sm.value_empty[stage], round_parity ^ 1);
+        copy_stage(&value_map, &sm.value_full[stage], sm.v[stage], slot, kv_head, key_base);
+      }
+    }
+    return;
+  }
+
+  cutlass::arch::warpgroup_reg_alloc<240>();
+  const int tid = threadIdx.x - kWarpgroupThreads, compute_group = warpgroup - 1;  // over the 256 compute threads
+  const bool warp_leader = tid % 32 == 0;
   const __nv_bfloat16* q = static_cast<const __nv_bfloat16*>(p.q);
-  const __nv_bfloat16* key_cache = static_cast<const __nv_bfloat16*>(p.key_cache);
-  const __nv_bfloat16* value_cache = static_cast<const __nv_bfloat16*>(p.value_cache);
+  Tensor sQ = make_tensor(make_smem_ptr(sm.q), SmemQ{});
 
   MmaQK mma_qk;
   MmaPV mma_pv;
@@ -104,34 +171,19 @@ __global__ void __launch_bounds__(kThreads, 1) attention_prefill_sm90_kernel(con
   static_assert(decltype(size(tSrS))::value == 32 && decltype(size(tOrO))::value == 128, "per thread: 2 rows");
   // The wgmma accumulator: element i = c + 2 h + 4 j of a thread holds row first_row + 8 h, column 8 j + 2 (lane % 4)
   // + c (its two rows, and two adjacent columns of every 8-column group).
-  const int first_row = 64 * warpgroup + 16 * (tid / 32 % 4) + tid % 32 / 4, first_column = 2 * (tid % 4);
+  const int first_row = 64 * compute_group + 16 * (tid / 32 % 4) + tid % 32 / 4, first_column = 2 * (tid % 4);
   auto row_of = [&](int i) { return first_row + 8 * (i / 2 % 2); };
 
-  // Tiles last to first: the longest (causal) start first and the short ones fill the last wave.
-  for (int tile = (length + kRows - 1) / kRows - 1 - blockIdx.x; tile >= 0; tile -= gridDim.x) {
+  for (int tile = first_tile; tile >= 0; tile -= gridDim.x) {
     const int row0 = tile * kRows, rows = min(kRows, length - row0);
-    const int key_end = max(min(first_position + row0 + rows, context), 0);  // past the tile's last query
-    const int key_tiles = (key_end + kKeys - 1) / kKeys;
-    auto key_rows = [&](const __nv_bfloat16* cache, int key0) {
-      return [=](int r) -> const __nv_bfloat16* {
-        const int key = key0 + r;
-        return key < key_end ? cache + ((int64_t(slot) * p.max_len + key) * p.kv_heads + kv_head) * kDim : nullptr;
-      };
-    };
-    auto load_keys = [&](int kt) {
-      load_tile(make_tensor(make_smem_ptr(sm.k[kt % kStages]), SmemKV{}), kKeys, key_rows(key_cache, kt * kKeys), q,
-                tid);
-    };
-    auto load_values = [&](int kt) {
-      load_tile(make_tensor(make_smem_ptr(sm.v[kt % kStages]), SmemKV{}), kKeys, key_rows(value_cache, kt * kKeys), q,
-                tid);
-    };
-    __syncthreads();  // the previous tile is done with shared memory
-    load_tile(sQ, kRows, [=](int r) -> const __nv_bfloat16* {
-      return r < rows ? q + ((int64_t(start) + row0 + r) * p.query_heads + head) * kDim : nullptr;
-    }, q, tid);
-    if (key_tiles > 0) load_keys(0);
+    const int key_end = key_end_of(row0, rows), key_tiles = (key_end + kKeys - 1) / kKeys;
+    // This warpgroup's query rows: its previous tile's S = Q K^T are done (waited), so only its own threads need
+    // to meet; the copies are generic-proxy writes that wgmma reads through the async proxy.
+    load_query_rows(sm.q, q, start + row0, 64 * compute_group, rows, head, p.query_heads, tid % kWarpgroupThreads);
     cp_async_commit();
+    cp_async_wait<0>();
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+    cutlass::arch::NamedBarrier::arrive_and_wait(kWarpgroupThreads, 1 + compute_group);
 
     // The thread's two rows: their last visible key (causal; -1 past the tile's rows), running max and sum.
     int last_key[2];
@@ -144,23 +196,23 @@ __global__ void __launch_bounds__(kThreads, 1) attention_prefill_sm90_kernel(con
     clear(tOrO);
 
     // Software-pipelined: step n issues S_n = Q K_n^T and O += P_{n-1} V_{n-1} back to back, so that the tensor
-    // cores run P V while this warpgroup does S_n's softmax. The copies of step n (K_{n+1}, V_n) land by step n + 1:
-    // K in stage (n + 1) % 2 and V in n % 2, whose previous readers (S_{n-1}, P_{n-2} V_{n-2}) every warpgroup has
-    // waited for before step n's barrier. Both warpgroups take every stage (the first one's last is wholly masked
-    // on the diagonal), and the first and last steps are peeled: ptxas serializes wgmma under branches it cannot
-    // prove uniform or match with their waits.
+    // cores run P V while this warpgroup does S_n's softmax; each stage goes back to the copier as soon as its
+    // GEMM is done. Both warpgroups take every stage (the first one's last is wholly masked on the diagonal), and
+    // the first and last steps are peeled: ptxas serializes wgmma under branches it cannot prove uniform or match
+    // with their waits.
+    auto await_stage = [&](uint64_t* full, int n) {
+      Barrier::wait(&full[(uses + n) % kStages], ((uses + n) / kStages) & 1);
+    };
+    auto release_stage = [&](uint64_t* empty, int n) {
+      if (warp_leader) Barrier::arrive(&empty[(uses + n) % kStages]);
+    };
     auto begin_step = [&] {
-      cp_async_wait<0>();
-      // The copies wrote through the generic proxy, wgmma reads through the async one: each thread's landed copies
-      // made visible to it, then the barrier makes every thread's so.
-      asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-      __syncthreads();
       warpgroup_fence_operand(tSrS);
       warpgroup_fence_operand(tOrO);
       warpgroup_arrive();
     };
     auto issue_scores = [&](int n) {
-      Tensor tSrK = thr_qk.partition_fragment_B(make_tensor(make_smem_ptr(sm.k[n % kStages]), SmemKV{}));
+      Tensor tSrK = thr_qk.partition_fragment_B(make_tensor(make_smem_ptr(sm.k[(uses + n) % kStages]), SmemKV{}));
       mma_qk.accumulate_ = GMMA::ScaleOut::Zero;
 #pragma unroll
       for (int k = 0; k < size<2>(tSrQ); ++k) {
@@ -170,26 +222,21 @@ __global__ void __launch_bounds__(kThreads, 1) attention_prefill_sm90_kernel(con
       warpgroup_commit_batch();
     };
     auto issue_values = [&](int n) {
-      Tensor tOrV = thr_pv.partition_fragment_B(make_tensor(make_smem_ptr(sm.v[n % kStages]), SmemVt{}));
+      Tensor tOrV = thr_pv.partition_fragment_B(make_tensor(make_smem_ptr(sm.v[(uses + n) % kStages]), SmemVt{}));
       cute::gemm(mma_pv, tOrP, tOrV, tOrO);
       warpgroup_commit_batch();
-    };
-    auto issue_copies = [&](int n) {
-      if (n + 1 < key_tiles) load_keys(n + 1);
-      load_values(n);
-      cp_async_commit();
     };
     // Online softmax of S_n in log2 units (masked keys are -inf); P stays fp32 in S's registers until the previous
     // P V, which reads rP, is done.
     float correction[2];
     auto softmax = [&](int n) {
       warpgroup_fence_operand(tSrS);
-      const int key0 = n * kKeys;
+      const int first_key = n * kKeys, key_base = stage_key_base(n, key_end);
       float stage_max[2] = {-INFINITY, -INFINITY};
 #pragma unroll
       for (int i = 0; i < size(tSrS); ++i) {
-        const int half = (i / 2) % 2, key = key0 + first_column + 8 * (i / 4) + i % 2;
-        tSrS(i) = key <= last_key[half] ? tSrS(i) * p.scale_log2 : -INFINITY;
+        const int half = (i / 2) % 2, key = key_base + first_column + 8 * (i / 4) + i % 2;
+        tSrS(i) = key >= first_key && key <= last_key[half] ? tSrS(i) * p.scale_log2 : -INFINITY;
         stage_max[half] = fmaxf(stage_max[half], tSrS(i));
       }
       float base[2];
@@ -219,29 +266,37 @@ __global__ void __launch_bounds__(kThreads, 1) attention_prefill_sm90_kernel(con
     };
 
     if (key_tiles > 0) {
+      await_stage(sm.key_full, 0);
       begin_step();
       issue_scores(0);
-      issue_copies(0);
       warpgroup_wait<0>();
+      release_stage(sm.key_empty, 0);
       softmax(0);
       rescale_and_keep_p();
       for (int n = 1; n < key_tiles; ++n) {
+        await_stage(sm.key_full, n);
+        await_stage(sm.value_full, n - 1);
         begin_step();
         issue_scores(n);
         issue_values(n - 1);
-        issue_copies(n);
         warpgroup_wait<1>();
+        release_stage(sm.key_empty, n);
         softmax(n);
         warpgroup_wait<0>();
+        release_stage(sm.value_empty, n - 1);
         rescale_and_keep_p();
       }
+      await_stage(sm.value_full, key_tiles - 1);
       begin_step();
       issue_values(key_tiles - 1);
       warpgroup_wait<0>();
+      release_stage(sm.value_empty, key_tiles - 1);
       warpgroup_fence_operand(tOrO);
     }
+    uses += key_tiles;
 
-    // out = O / l * sigmoid(gate), two adjacent columns per store.
+    // out = O / l * sigmoid(gate), two adjacent columns per store. Every gate word of the row is loaded before the
+    // first store (out might alias gate, for all the compiler knows: each load would wait for the store before it).
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       row_sum[half] += __shfl_xor_sync(0xffffffffu, row_sum[half], 1);
@@ -257,10 +312,15 @@ __global__ void __launch_bounds__(kThreads, 1) attention_prefill_sm90_kernel(con
       const __nv_bfloat16* gate = static_cast<const __nv_bfloat16*>(p.gate) + token * p.gate_row_stride +
                                   head * p.gate_head_stride + first_column;
       __nv_bfloat16* out = static_cast<__nv_bfloat16*>(p.out) + (token * p.query_heads + head) * kDim + first_column;
+      unsigned gate_words[kDim / 8];
+#pragma unroll
+      for (int group = 0; group < kDim / 8; ++group) {
+        gate_words[group] = *reinterpret_cast<const unsigned*>(gate + 8 * group);
+      }
 #pragma unroll
       for (int group = 0; group < kDim / 8; ++group) {
         const int i = 4 * group + 2 * half;
-        const float2 z = unpack_bf16(*reinterpret_cast<const unsigned*>(gate + 8 * group));
+        const float2 z = unpack_bf16(gate_words[group]);
         *reinterpret_cast<unsigned*>(out + 8 * group) =
             pack_bf16(tOrO(i) * inv_sum / (1.f + __expf(-z.x)), tOrO(i + 1) * inv_sum / (1.f + __expf(-z.y)));
       }
@@ -269,12 +329,29 @@ __global__ void __launch_bounds__(kThreads, 1) attention_prefill_sm90_kernel(con
 #endif
 }
 
+// A TMA map of a [slots, max_len, kv_heads, 256] bf16 cache: boxes of 64 keys x 64 columns of one head and slot,
+// 128-byte swizzled (the layout of SmemKV's column blocks); keys outside [0, max_len) read as zeros.
+CUtensorMap cache_map(const void* cache, const AttentionPrefillParams& p) {
+  CUtensorMap map;
+  const cuuint64_t dims[4] = {kDim, cuuint64_t(p.kv_heads), cuuint64_t(p.max_len), cuuint64_t(p.num_slots)};
+  const cuuint64_t strides[3] = {kDim * 2, cuuint64_t(p.kv_heads) * kDim * 2, cuuint64_t(p.max_len) * p.kv_heads * kDim * 2};
+  const cuuint32_t box[4] = {kBoxCols, 1, kKeys, 1}, element_strides[4] = {1, 1, 1, 1};
+  const CUresult result = cutlass::call_cuTensorMapEncodeTiled(
+      &map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4, const_cast<void*>(cache), dims, strides, box, element_strides,
+      CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+      CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  TORCH_CHECK(result == CUDA_SUCCESS, "attention_prefill: cuTensorMapEncodeTiled failed (", int(result),
+              ") for a cache of ", p.num_slots, " x ", p.max_len, " x ", p.kv_heads, " x ", kDim);
+  return map;
+}
+
 }  // namespace
 
 void run_attention_prefill_sm90(const AttentionPrefillParams& p, cudaStream_t stream) {
   allow_shared_memory<attention_prefill_sm90_kernel>(sizeof(Smem), "attention_prefill");
   const dim3 grid(std::min((p.max_seqlen + kRows - 1) / kRows, 65535), p.query_heads, p.seqs);
-  attention_prefill_sm90_kernel<<<grid, kThreads, sizeof(Smem), stream>>>(p);
+  attention_prefill_sm90_kernel<<<grid, kThreads, sizeof(Smem), stream>>>(p, cache_map(p.key_cache, p),
+                                                                           cache_map(p.value_cache, p));
   QN_CHECK_LAUNCH();
 }
 
