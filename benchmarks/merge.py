@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
         new = json.loads(file.read_text())
         if file.name != path.name:
             raise SystemExit(f"{file}: not a result file of {path.stem} (all files must be of one GPU)")
-        rows = [r for r in new["results"] if r["commit"] == args.commit]
+        rows = [r for r in new["results"] if r.get("commit") == args.commit]  # rows of old runs may have none
         print(f"{file}: {len(rows)} rows at {args.commit} ({new['command']})")
         doc["results"] = merge(doc["results"], rows)
         commands.append(new["command"])
