@@ -43,7 +43,7 @@ template <int kKeys>
 __global__ void __launch_bounds__(kThreads, 1) attention_prefill_kernel(const AttentionPrefillParams p) {
   extern __shared__ __align__(16) unsigned char smem_bytes[];
   Smem<kKeys>& sm = *reinterpret_cast<Smem<kKeys>*>(smem_bytes);
-  const int head = blockIdx.y, seq = blockIdx.z, kv_head = head / (p.query_heads / p.kv_heads);
+  const int head = blockIdx.x, seq = blockIdx.z, kv_head = head / (p.query_heads / p.kv_heads);
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
   const int slot = p.slots[seq];
   if (slot < 0 || slot >= p.num_slots) return;
@@ -53,7 +53,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_prefill_kernel(const At
   const bf16* value_cache = static_cast<const bf16*>(p.value_cache);
 
   // Tiles last to first: the longest (causal) start first and the short ones fill the last wave.
-  for (int tile = (length + kRows - 1) / kRows - 1 - blockIdx.x; tile >= 0; tile -= gridDim.x) {
+  for (int tile = (length + kRows - 1) / kRows - 1 - blockIdx.y; tile >= 0; tile -= gridDim.y) {
     const int row0 = tile * kRows, rows = min(kRows, length - row0);
     const int key_end = max(min(first_position + row0 + rows, context), 0);  // past the tile's last query
     const int key_tiles = (key_end + kKeys - 1) / kKeys;
@@ -120,7 +120,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_prefill_kernel(const At
 template <int kKeys>
 void launch(const AttentionPrefillParams& p, cudaStream_t stream) {
   allow_shared_memory<attention_prefill_kernel<kKeys>>(sizeof(Smem<kKeys>), "attention_prefill");
-  const dim3 grid(std::min((p.max_seqlen + kRows - 1) / kRows, 65535), p.query_heads, p.seqs);
+  const dim3 grid = attention_prefill_grid(p, kRows);
   attention_prefill_kernel<kKeys><<<grid, kThreads, sizeof(Smem<kKeys>), stream>>>(p);
   QN_CHECK_LAUNCH();
 }

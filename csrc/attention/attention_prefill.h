@@ -6,6 +6,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "attention/attention_args.h"
@@ -18,6 +19,14 @@ struct AttentionPrefillParams : AttentionArgs {
   int seqs;
   int max_seqlen;  // new tokens of the longest sequence, >= 1 (a grid hint: CTAs stride over more)
 };
+
+// Both kernels' grid: (query head, tile of rows_per_cta query rows, sequence), heads fastest. Blocks start in linear
+// order, so every head's longest (causal: last) tile goes first and the short ones fill the last wave (at 4K tokens
+// ~20% less than the head-by-head order on 132 SMs, by a list-scheduling count); a block takes tile
+// (tiles - 1 - blockIdx.y) and strides by gridDim.y over a sequence longer than the max_seqlen hint.
+inline dim3 attention_prefill_grid(const AttentionPrefillParams& p, int rows_per_cta) {
+  return dim3(p.query_heads, std::min((p.max_seqlen + rows_per_cta - 1) / rows_per_cta, 65535), p.seqs);
+}
 
 // Dispatches: the wgmma kernel on an sm90 GPU in a build with 90a (attention_prefill_sm90.cu) unless `portable`,
 // else the mma.sync one (attention_prefill.cu).

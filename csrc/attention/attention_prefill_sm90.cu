@@ -110,13 +110,13 @@ __global__ void __launch_bounds__(kThreads, 1)
   extern __shared__ __align__(1024) unsigned char smem_bytes[];
   Smem& sm = *reinterpret_cast<Smem*>(smem_bytes);
 
-  const int head = blockIdx.y, seq = blockIdx.z, kv_head = head / (p.query_heads / p.kv_heads);
+  const int head = blockIdx.x, seq = blockIdx.z, kv_head = head / (p.query_heads / p.kv_heads);
   const int warpgroup = threadIdx.x / kWarpgroupThreads;
   const int slot = p.slots[seq];
   if (slot < 0 || slot >= p.num_slots) return;
   const int start = p.cu_seqlens[seq], length = p.cu_seqlens[seq + 1] - start;
   const int context = min(p.context_lens[seq], p.max_len), first_position = context - length;
-  const int first_tile = (length + kRows - 1) / kRows - 1 - blockIdx.x;  // tiles last to first (causal: longest first)
+  const int first_tile = (length + kRows - 1) / kRows - 1 - blockIdx.y;  // tiles last to first (causal: longest first)
   // Past the tile's last query: its keys end here.
   auto key_end_of = [&](int row0, int rows) { return max(min(first_position + row0 + rows, context), 0); };
 
@@ -137,7 +137,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (warpgroup == 0) {
     cutlass::arch::warpgroup_reg_dealloc<24>();
     if (threadIdx.x != 0) return;
-    for (int tile = first_tile; tile >= 0; tile -= gridDim.x) {
+    for (int tile = first_tile; tile >= 0; tile -= gridDim.y) {
       const int row0 = tile * kRows, key_end = key_end_of(row0, min(kRows, length - row0));
       const int key_tiles = (key_end + kKeys - 1) / kKeys;
       for (int n = 0; n < key_tiles; ++n, ++uses) {
@@ -174,7 +174,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int first_row = 64 * compute_group + 16 * (tid / 32 % 4) + tid % 32 / 4, first_column = 2 * (tid % 4);
   auto row_of = [&](int i) { return first_row + 8 * (i / 2 % 2); };
 
-  for (int tile = first_tile; tile >= 0; tile -= gridDim.x) {
+  for (int tile = first_tile; tile >= 0; tile -= gridDim.y) {
     const int row0 = tile * kRows, rows = min(kRows, length - row0);
     const int key_end = key_end_of(row0, rows), key_tiles = (key_end + kKeys - 1) / kKeys;
     // This warpgroup's query rows: its previous tile's S = Q K^T are done (waited), so only its own threads need
@@ -349,7 +349,7 @@ CUtensorMap cache_map(const void* cache, const AttentionPrefillParams& p) {
 
 void run_attention_prefill_sm90(const AttentionPrefillParams& p, cudaStream_t stream) {
   allow_shared_memory<attention_prefill_sm90_kernel>(sizeof(Smem), "attention_prefill");
-  const dim3 grid(std::min((p.max_seqlen + kRows - 1) / kRows, 65535), p.query_heads, p.seqs);
+  const dim3 grid = attention_prefill_grid(p, kRows);
   attention_prefill_sm90_kernel<<<grid, kThreads, sizeof(Smem), stream>>>(p, cache_map(p.key_cache, p),
                                                                            cache_map(p.value_cache, p));
   QN_CHECK_LAUNCH();
