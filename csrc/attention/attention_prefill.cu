@@ -10,6 +10,7 @@
 #include "attention/attention_prefill.h"
 #include "attention/flash_block.cuh"
 #include "common/async_copy.cuh"
+#include "common/chain.cuh"
 #include "common/device.h"
 #include "common/launch.h"
 
@@ -45,6 +46,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_prefill_kernel(const At
   Smem<kKeys>& sm = *reinterpret_cast<Smem<kKeys>*>(smem_bytes);
   const int head = blockIdx.x, seq = blockIdx.z, kv_head = head / (p.query_heads / p.kv_heads);
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+  await_previous_kernel();  // the pre-pass's queries, keys and values (and whatever wrote the lengths)
   const int slot = p.slots[seq];
   if (slot < 0 || slot >= p.num_slots) return;
   const int start = p.cu_seqlens[seq], length = p.cu_seqlens[seq + 1] - start;
@@ -121,8 +123,7 @@ template <int kKeys>
 void launch(const AttentionPrefillParams& p, cudaStream_t stream) {
   allow_shared_memory<attention_prefill_kernel<kKeys>>(sizeof(Smem<kKeys>), "attention_prefill");
   const dim3 grid = attention_prefill_grid(p, kRows);
-  attention_prefill_kernel<kKeys><<<grid, kThreads, sizeof(Smem<kKeys>), stream>>>(p);
-  QN_CHECK_LAUNCH();
+  launch_chained(attention_prefill_kernel<kKeys>, grid, kThreads, sizeof(Smem<kKeys>), stream, p);
 }
 
 }  // namespace

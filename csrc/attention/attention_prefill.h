@@ -1,7 +1,8 @@
 // Gated GQA attention for prefill (head dim 256): causal flash attention of a varlen batch's new tokens over each
 // sequence's slot of the KV cache (a prefix already there is attended too: chunked prefill), the sigmoid output
 // gate in the epilogue. A CTA per (128 query tokens, query head, sequence); 8 warps of 16 query rows; keys and
-// values through shared memory in 64-key stages, 32 on sm80 (see attention_prefill.cu).
+// values through shared memory in 64-key stages, 32 on sm80 (see attention_prefill.cu). Launched chained
+// (common/chain.cuh) after the pre-pass: nothing is read before the await.
 #pragma once
 
 #include <cuda_runtime.h>

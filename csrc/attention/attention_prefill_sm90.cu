@@ -13,6 +13,7 @@
 #include <algorithm>
 
 #include "common/async_copy.cuh"
+#include "common/chain.cuh"
 #include "common/launch.h"
 #include "common/mma.cuh"
 #include "cute/arch/copy_sm90_tma.hpp"
@@ -112,13 +113,6 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   const int head = blockIdx.x, seq = blockIdx.z, kv_head = head / (p.query_heads / p.kv_heads);
   const int warpgroup = threadIdx.x / kWarpgroupThreads;
-  const int slot = p.slots[seq];
-  if (slot < 0 || slot >= p.num_slots) return;
-  const int start = p.cu_seqlens[seq], length = p.cu_seqlens[seq + 1] - start;
-  const int context = min(p.context_lens[seq], p.max_len), first_position = context - length;
-  const int first_tile = (length + kRows - 1) / kRows - 1 - blockIdx.y;  // tiles last to first (causal: longest first)
-  // Past the tile's last query: its keys end here.
-  auto key_end_of = [&](int row0, int rows) { return max(min(first_position + row0 + rows, context), 0); };
 
   if (threadIdx.x == 0) {
 #pragma unroll
@@ -129,8 +123,18 @@ __global__ void __launch_bounds__(kThreads, 1)
       Barrier::init(&sm.value_empty[s], kComputeWarps);
     }
     cutlass::arch::fence_barrier_init();
+    prefetch_tma_descriptor(&key_map);
+    prefetch_tma_descriptor(&value_map);
   }
   __syncthreads();
+  await_previous_kernel();  // the pre-pass's queries, keys and values (and whatever wrote the lengths)
+  const int slot = p.slots[seq];
+  if (slot < 0 || slot >= p.num_slots) return;
+  const int start = p.cu_seqlens[seq], length = p.cu_seqlens[seq + 1] - start;
+  const int context = min(p.context_lens[seq], p.max_len), first_position = context - length;
+  const int first_tile = (length + kRows - 1) / kRows - 1 - blockIdx.y;  // tiles last to first (causal: longest first)
+  // Past the tile's last query: its keys end here.
+  auto key_end_of = [&](int row0, int rows) { return max(min(first_position + row0 + rows, context), 0); };
 
   // Stage uses so far in this CTA: use u is stage u % 2 in its (u / 2)-th round, whose barrier phase is (u / 2) & 1.
   int uses = 0;
@@ -350,9 +354,8 @@ CUtensorMap cache_map(const void* cache, const AttentionPrefillParams& p) {
 void run_attention_prefill_sm90(const AttentionPrefillParams& p, cudaStream_t stream) {
   allow_shared_memory<attention_prefill_sm90_kernel>(sizeof(Smem), "attention_prefill");
   const dim3 grid = attention_prefill_grid(p, kRows);
-  attention_prefill_sm90_kernel<<<grid, kThreads, sizeof(Smem), stream>>>(p, cache_map(p.key_cache, p),
-                                                                           cache_map(p.value_cache, p));
-  QN_CHECK_LAUNCH();
+  launch_chained(attention_prefill_sm90_kernel, grid, kThreads, sizeof(Smem), stream, p, cache_map(p.key_cache, p),
+                 cache_map(p.value_cache, p));
 }
 
 }  // namespace qwen3next
