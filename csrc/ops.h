@@ -50,5 +50,8 @@ void attention_prefill(at::Tensor& out, const at::Tensor& q, const at::Tensor& g
 void attention_decode(at::Tensor& out, const at::Tensor& q, const at::Tensor& gate, const at::Tensor& key_cache,
                       const at::Tensor& value_cache, const at::Tensor& slots, const at::Tensor& context_lens,
                       double scale, int64_t max_context);
+// Whether attention_decode takes `rows` query rows per KV head on `device`: at most 64, and the split kernel's
+// shared memory fits (an A100's does not with 5-8 tokens per sequence).
+bool attention_decode_fits(int64_t device, int64_t rows);
 
 }  // namespace qwen3next

@@ -108,6 +108,9 @@ TORCH_LIBRARY(qwen3next, m) {
   m.def("attention_decode(Tensor(a!) out, Tensor q, Tensor gate, Tensor key_cache, Tensor value_cache, "
         "Tensor slots, Tensor context_lens, float scale, int max_context) -> ()");
   m.impl("attention_decode", c10::DeviceType::CUDA, &qwen3next::attention_decode);
+  // whether attention_decode takes `rows` query rows per KV head on CUDA device `device` (at most 64, and its shared
+  // memory fits that GPU)
+  m.def("attention_decode_fits(int device, int rows) -> bool", &qwen3next::attention_decode_fits);
 
   // the CUDA architectures, CUDA and CUTLASS versions this library was built with (JSON)
   m.def("build_info() -> str", &qwen3next::build_info);

@@ -83,6 +83,34 @@ def test_ops_path_and_graph_replay():
 
 
 @cuda
+def test_decode_fits_follows_the_kernels_shared_memory():
+    """Two stages of 64 keys and values plus 16-row query tiles, rows of 264 bf16, at most 64 rows."""
+    device = torch.cuda.current_device()
+    optin = torch.cuda.get_device_properties(device).shared_memory_per_block_optin
+    for rows, tiles in ((1, 1), (16, 1), (17, 2), (32, 2), (33, 4), (64, 4)):
+        fits = (16 * tiles + 4 * 64) * (DIM + 8) * 2 <= optin
+        assert torch.ops.qwen3next.attention_decode_fits(device, rows) == fits, rows
+    assert not torch.ops.qwen3next.attention_decode_fits(device, 65)
+    assert not torch.ops.qwen3next.attention_decode_fits(device, 0)
+
+
+@cuda
+def test_decode_shapes_the_decode_kernel_cannot_take_go_to_the_prefill_kernel(monkeypatch):
+    """As on an A100 with 5-8 tokens per sequence (its shared memory holds fewer than two decode stages with 64 query
+    rows): ops.attention_varlen runs the prefill kernel over the cached contexts instead, with the same result."""
+    tokens = 6
+    gen = torch.Generator().manual_seed(11)
+    q, gate, key_cache, value_cache, slots, context_lens = make_case(gen, [300, 15, 4097, 64], tokens, 4097,
+                                                                     num_slots=6)
+    cu = torch.arange(0, 4 * tokens + 1, tokens, dtype=torch.int32, device="cuda")
+    monkeypatch.setattr(ops, "attention_decode_fits", lambda device, rows: False)
+    out = ops.attention_varlen(q, key_cache, value_cache, slots, cu, context_lens, gate=gate, max_seqlen=tokens)
+    ref = expected(q, gate, key_cache, value_cache, slots, context_lens, tokens)
+    kept = ~torch.isnan(ref)
+    assert_close(out[kept].float(), ref[kept], atol=2e-3, rtol=2e-2, max_rel_err=1e-2)
+
+
+@cuda
 def test_bad_inputs():
     gen = torch.Generator().manual_seed(1)
     q, gate, key_cache, value_cache, slots, context_lens = make_case(gen, [10, 20], 1, 32, num_slots=3)

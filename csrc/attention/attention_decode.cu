@@ -20,8 +20,7 @@ void launch_split(const AttentionDecodeParams& p, int row_tiles, cudaStream_t st
 
 void run_attention_decode(const AttentionDecodeParams& p, cudaStream_t stream) {
   if (p.batch == 0) return;
-  const int rows = p.query_heads / p.kv_heads * p.tokens;
-  const int row_tiles = rows <= 16 ? 1 : rows <= 32 ? 2 : 4;
+  const int row_tiles = row_tiles_of(p.query_heads / p.kv_heads * p.tokens);
   if (SplitSmem<3>::bytes(row_tiles) <= current_device_attribute<cudaDevAttrMaxSharedMemoryPerBlockOptin>()) {
     launch_split<3>(p, row_tiles, stream);
   } else {
@@ -29,5 +28,7 @@ void run_attention_decode(const AttentionDecodeParams& p, cudaStream_t stream) {
   }
   launch_chained(attention_decode_reduce_kernel, dim3(p.batch * p.tokens, p.query_heads), kDim, 0, stream, p);
 }
+
+int attention_decode_shared_bytes(int rows) { return SplitSmem<2>::bytes(row_tiles_of(rows)); }
 
 }  // namespace qwen3next

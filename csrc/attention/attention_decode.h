@@ -25,4 +25,7 @@ struct AttentionDecodeParams : AttentionArgs {
 
 void run_attention_decode(const AttentionDecodeParams& params, cudaStream_t stream);
 
+// The shared memory the split kernel needs at least (two stages) for `rows` query rows per KV head.
+int attention_decode_shared_bytes(int rows);
+
 }  // namespace qwen3next

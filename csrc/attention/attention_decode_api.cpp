@@ -16,6 +16,12 @@ constexpr int64_t kHeadDim = 256, kMaxRows = 64, kKeysPerStage = 64, kMaxSplits 
 
 }  // namespace
 
+bool attention_decode_fits(int64_t device, int64_t rows) {
+  return rows >= 1 && rows <= kMaxRows &&
+         attention_decode_shared_bytes(static_cast<int>(rows)) <=
+             device_attribute<cudaDevAttrMaxSharedMemoryPerBlockOptin>(static_cast<int>(device));
+}
+
 void attention_decode(at::Tensor& out, const at::Tensor& q, const at::Tensor& gate, const at::Tensor& key_cache,
                       const at::Tensor& value_cache, const at::Tensor& slots, const at::Tensor& context_lens,
                       double scale, int64_t max_context) {

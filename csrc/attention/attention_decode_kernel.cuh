@@ -40,6 +40,9 @@ struct SplitSmem {
   static int bytes(int row_tiles) { return row_tiles * 16 * kLd * 2 + kStagesBytes; }
 };
 
+// Row tiles of 16 for a head group's `rows` query rows (query heads per KV head x tokens per sequence).
+__host__ __device__ __forceinline__ int row_tiles_of(int rows) { return rows <= 16 ? 1 : rows <= 32 ? 2 : 4; }
+
 struct Split {
   int slot, context, key_begin, key_end;
 };
@@ -71,7 +74,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_decode_split_kernel(con
   extern __shared__ __align__(16) unsigned char smem_bytes[];
   const int split = blockIdx.x, head = blockIdx.y, b = blockIdx.z;
   const int group = p.query_heads / p.kv_heads, rows = group * p.tokens;
-  const int row_tiles = rows <= 16 ? 1 : rows <= 32 ? 2 : 4, slices = kWarps / row_tiles;
+  const int row_tiles = row_tiles_of(rows), slices = kWarps / row_tiles;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
   const int row_tile = warp % row_tiles, slice = warp / row_tiles, slice_keys = kKeys / slices;
   bf16* q_smem = reinterpret_cast<bf16*>(smem_bytes);

@@ -270,7 +270,17 @@ def moe(x: torch.Tensor, weights: reference.MoEWeights, top_k: int, norm_topk_pr
 
 # ---- gated attention ------------------------------------------------------------------------------
 
-ATTENTION_HEAD_DIM, ATTENTION_DECODE_MAX_ROWS = 256, 64
+ATTENTION_HEAD_DIM = 256
+
+
+@functools.cache
+def attention_decode_fits(device: torch.device, rows: int) -> bool:
+    """Whether the split-context decode kernel takes ``rows`` query rows per KV head (query heads per KV head x tokens
+    per sequence) on ``device``: at most 64, and its shared memory fits (on an A100, 5-8 tokens per sequence at 8 query
+    heads per KV head do not; the prefill kernel takes those)."""
+    device = torch.device(device)
+    return torch.ops.qwen3next.attention_decode_fits(
+        torch.cuda.current_device() if device.index is None else device.index, rows)
 
 
 def attention_prepass(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
@@ -314,7 +324,7 @@ def attention_varlen(q: torch.Tensor, key_cache: torch.Tensor, value_cache: torc
     out = torch.empty_like(q)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     if (q.shape[0] == max_seqlen * batch
-            and q.shape[1] // key_cache.shape[2] * max_seqlen <= ATTENTION_DECODE_MAX_ROWS):
+            and attention_decode_fits(q.device, q.shape[1] // key_cache.shape[2] * max_seqlen)):
         torch.ops.qwen3next.attention_decode(out.view(q.shape[0], -1), q, _rows(gate), key_cache, value_cache, slots,
                                              context_lens, scale, max_context or key_cache.shape[1])
     else:
