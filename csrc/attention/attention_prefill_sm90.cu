@@ -3,7 +3,8 @@
 // two of each, on mbarriers); the other two own 64 query rows each of the CTA's 128 (one query head). Per stage and
 // warpgroup: S = Q K^T as 16 wgmma (Q and K from shared memory), the online softmax in registers, O += P V as 4
 // wgmma with P straight from registers (the S accumulator's layout, converted to bf16, is the A operand's) and V
-// read transposed from the same shared-memory tile; P V of one stage runs while the next stage's softmax does.
+// read transposed from the same shared-memory tile; P V of one stage runs while the next stage's softmax does, and
+// the two warpgroups take turns issuing, so that each one's softmax also runs under the other's GEMMs.
 // Same contract as the portable kernel (attention_prefill.h).
 #include "attention/attention_prefill.h"
 
@@ -32,6 +33,8 @@ using Element = cute::bfloat16_t;
 
 constexpr int kDim = 256, kRows = 128, kKeys = 64, kStages = 2;
 constexpr int kThreads = 384, kWarpgroupThreads = 128;  // warpgroup 0 copies, 1 and 2 compute
+// Named barriers (CUTLASS's user ids): 1 + g, compute warpgroup g's own (its query rows); kTurnBarrier + g, its turn.
+constexpr int kTurnBarrier = 3;
 constexpr int kVecs = kDim / 8;  // 16-byte chunks per row
 constexpr int kBoxCols = 64;  // a TMA box: 64 keys x 64 columns (128 bytes, the swizzle's span)
 constexpr uint32_t kStageBytes = kKeys * kDim * 2;
@@ -177,6 +180,16 @@ __global__ void __launch_bounds__(kThreads, 1)
   // + c (its two rows, and two adjacent columns of every 8-column group).
   const int first_row = 64 * compute_group + 16 * (tid / 32 % 4) + tid % 32 / 4, first_column = 2 * (tid % 4);
   auto row_of = [&](int i) { return first_row + 8 * (i / 2 % 2); };
+  // The compute warpgroups take turns issuing their GEMMs (named barrier kTurnBarrier + g: warpgroup g waits on its
+  // own, the other arrives on it once it has issued), so that one's softmax runs while the other's GEMMs hold the
+  // tensor cores. Both issue at the same steps of the same tiles; the second lets the first go first.
+  auto await_turn = [&] {
+    cutlass::arch::NamedBarrier::arrive_and_wait(2 * kWarpgroupThreads, kTurnBarrier + compute_group);
+  };
+  auto pass_turn = [&] {
+    cutlass::arch::NamedBarrier::arrive(2 * kWarpgroupThreads, kTurnBarrier + 1 - compute_group);
+  };
+  if (compute_group == 1) pass_turn();
 
   for (int tile = first_tile; tile >= 0; tile -= gridDim.y) {
     const int row0 = tile * kRows, rows = min(kRows, length - row0);
@@ -271,8 +284,10 @@ __global__ void __launch_bounds__(kThreads, 1)
 
     if (key_tiles > 0) {
       await_stage(sm.key_full, 0);
+      await_turn();
       begin_step();
       issue_scores(0);
+      pass_turn();
       warpgroup_wait<0>();
       release_stage(sm.key_empty, 0);
       softmax(0);
@@ -280,9 +295,11 @@ __global__ void __launch_bounds__(kThreads, 1)
       for (int n = 1; n < key_tiles; ++n) {
         await_stage(sm.key_full, n);
         await_stage(sm.value_full, n - 1);
+        await_turn();
         begin_step();
         issue_scores(n);
         issue_values(n - 1);
+        pass_turn();
         warpgroup_wait<1>();
         release_stage(sm.key_empty, n);
         softmax(n);
@@ -291,8 +308,10 @@ __global__ void __launch_bounds__(kThreads, 1)
         rescale_and_keep_p();
       }
       await_stage(sm.value_full, key_tiles - 1);
+      await_turn();
       begin_step();
       issue_values(key_tiles - 1);
+      pass_turn();
       warpgroup_wait<0>();
       release_stage(sm.value_empty, key_tiles - 1);
       warpgroup_fence_operand(tOrO);
