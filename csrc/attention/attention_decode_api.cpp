@@ -38,11 +38,15 @@ void attention_decode(at::Tensor& out, const at::Tensor& q, const at::Tensor& ga
 
   const c10::cuda::OptionalCUDAGuard guard(q.device());
   // Splits: one wave (a split CTA fills an SM's shared memory) over the batch and KV heads, each split with at
-  // least a stage of keys; at most kMaxSplits, one per thread of the reduce.
+  // least a stage of keys; at most kMaxSplits, one per thread of the reduce. A split's keys are whole stages (the
+  // kernel rounds them up), so as many splits as have keys at that length: 32768 keys over 66 splits are 64 of 512
+  // (two would be empty), and 64 splits are one round of the reduce's loads.
   const int64_t context = std::min(max_context, l.max_len);
   const int64_t wanted = device_attribute<cudaDevAttrMultiProcessorCount>(q.get_device()) / (batch * kv_heads);
-  const int64_t splits = std::clamp(std::min(wanted, (context + kKeysPerStage - 1) / kKeysPerStage), int64_t(1),
-                                    kMaxSplits);
+  const int64_t most = std::clamp(std::min(wanted, (context + kKeysPerStage - 1) / kKeysPerStage), int64_t(1),
+                                  kMaxSplits);
+  const int64_t split_keys = ((context + most - 1) / most + kKeysPerStage - 1) / kKeysPerStage * kKeysPerStage;
+  const int64_t splits = (context + split_keys - 1) / split_keys;
   // The splits' partial results: one buffer (stream-ordered, so the op stays capturable) carved into three.
   const int64_t partial_rows = batch * kv_heads * splits * rows;
   const int64_t bytes = carved_bytes<float>(partial_rows * kHeadDim) + 2 * carved_bytes<float>(partial_rows);
