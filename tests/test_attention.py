@@ -92,6 +92,8 @@ def test_decode_fits_follows_the_kernels_shared_memory():
         assert torch.ops.qwen3next.attention_decode_fits(device, rows) == fits, rows
     assert not torch.ops.qwen3next.attention_decode_fits(device, 65)
     assert not torch.ops.qwen3next.attention_decode_fits(device, 0)
+    with pytest.raises(RuntimeError, match="no CUDA device"):
+        torch.ops.qwen3next.attention_decode_fits(torch.cuda.device_count(), 8)
 
 
 @cuda

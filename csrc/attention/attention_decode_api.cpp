@@ -17,6 +17,7 @@ constexpr int64_t kHeadDim = 256, kMaxRows = 64, kKeysPerStage = 64, kMaxSplits 
 }  // namespace
 
 bool attention_decode_fits(int64_t device, int64_t rows) {
+  TORCH_CHECK(device >= 0 && device < c10::cuda::device_count(), "attention_decode_fits: no CUDA device ", device);
   return rows >= 1 && rows <= kMaxRows &&
          attention_decode_shared_bytes(static_cast<int>(rows)) <=
              device_attribute<cudaDevAttrMaxSharedMemoryPerBlockOptin>(static_cast<int>(device));
