@@ -49,17 +49,17 @@ __global__ void __launch_bounds__(1024) attention_prepass_kernel(const Attention
                           : static_cast<const bf16*>(p.v) + token * p.v_row_stride + head * p.v_head_stride;
   float x[kPerLane], weight[kPerLane], cos[kPerLane], sin[kPerLane];
   load_float<bf16, kPerLane>(x, row + kPerLane * lane);
-  if (query || key) {
+  if (query || key) {  // normalised and rotated; values go as they are
     load_float<bf16, kPerLane>(weight, static_cast<const bf16*>(query ? p.q_norm_weight : p.k_norm_weight) +
                                            kPerLane * lane);
     if (kPerLane * lane < p.rotary_dim) {
       load_float<float, kPerLane>(cos, p.cos + int64_t(token) * p.rotary_dim + kPerLane * lane);
       load_float<float, kPerLane>(sin, p.sin + int64_t(token) * p.rotary_dim + kPerLane * lane);
     }
-  }
-  if (query) {
     rmsnorm_row(x, weight, p.eps);
     rope_row(x, cos, sin, p.rotary_dim, lane);
+  }
+  if (query) {
     store_float(static_cast<bf16*>(p.q_out) + (int64_t(token) * p.query_heads + head) * kDim + kPerLane * lane, x);
     return;
   }
@@ -73,13 +73,7 @@ __global__ void __launch_bounds__(1024) attention_prepass_kernel(const Attention
   const int position = p.context_lens[lo] - length + token - p.cu_seqlens[lo];
   if (slot < 0 || slot >= p.num_slots || position < 0 || position >= p.max_len) return;
   const int64_t cache_row = ((int64_t(slot) * p.max_len + position) * p.kv_heads + head) * kDim + kPerLane * lane;
-  if (key) {
-    rmsnorm_row(x, weight, p.eps);
-    rope_row(x, cos, sin, p.rotary_dim, lane);
-    store_float(static_cast<bf16*>(p.key_cache) + cache_row, x);
-  } else {
-    store_float(static_cast<bf16*>(p.value_cache) + cache_row, x);
-  }
+  store_float(static_cast<bf16*>(key ? p.key_cache : p.value_cache) + cache_row, x);
 }
 
 }  // namespace
