@@ -15,6 +15,15 @@
 
 namespace qwen3next {
 
+constexpr int kAttentionDecodeStageKeys = 64;  // keys per stage of the split kernel
+
+// The keys of each split when `context` keys go over `splits`: whole stages (a split's last may be short, and
+// splits past the context get none). The kernel's rule, which the host sizes the split count by.
+__host__ __device__ inline int attention_decode_split_keys(int context, int splits) {
+  constexpr int kStage = kAttentionDecodeStageKeys;
+  return ((context + splits - 1) / splits + kStage - 1) / kStage * kStage;
+}
+
 // Sequence b's T = N / B new tokens are rows b * T .. b * T + T - 1 of q.
 struct AttentionDecodeParams : AttentionArgs {
   float* partial_out;  // [B, Hkv, splits, rows, 256] fp32, rows = 8 * T

@@ -12,7 +12,7 @@
 namespace qwen3next {
 
 namespace {
-constexpr int64_t kHeadDim = 256, kMaxRows = 64, kKeysPerStage = 64, kMaxSplits = 256;
+constexpr int64_t kHeadDim = 256, kMaxRows = 64, kKeysPerStage = kAttentionDecodeStageKeys, kMaxSplits = 256;
 
 }  // namespace
 
@@ -46,7 +46,7 @@ void attention_decode(at::Tensor& out, const at::Tensor& q, const at::Tensor& ga
   const int64_t wanted = device_attribute<cudaDevAttrMultiProcessorCount>(q.get_device()) / (batch * kv_heads);
   const int64_t most = std::clamp(std::min(wanted, (context + kKeysPerStage - 1) / kKeysPerStage), int64_t(1),
                                   kMaxSplits);
-  const int64_t split_keys = ((context + most - 1) / most + kKeysPerStage - 1) / kKeysPerStage * kKeysPerStage;
+  const int64_t split_keys = attention_decode_split_keys(static_cast<int>(context), static_cast<int>(most));
   const int64_t splits = (context + split_keys - 1) / split_keys;
   // The splits' partial results: one buffer (stream-ordered, so the op stays capturable) carved into three.
   const int64_t partial_rows = batch * kv_heads * splits * rows;

@@ -22,7 +22,7 @@ namespace attention_decode {
 using bf16 = __nv_bfloat16;
 
 constexpr int kDim = 256;  // head dim
-constexpr int kKeys = 64;  // keys per stage
+constexpr int kKeys = kAttentionDecodeStageKeys;
 constexpr int kThreads = 128, kWarps = kThreads / 32;
 constexpr int kLd = kDim + 8;  // padded bf16 row: 33 16-byte units, ldmatrix without bank conflicts
 // fp32 row of a warp's O in the merge: 16-byte aligned rows (float4 reads), and a half-warp's float2 stores of
@@ -52,7 +52,7 @@ __device__ __forceinline__ Split split_range(const AttentionDecodeParams& p, int
   Split s{slot, context, 0, 0};
   if (s.slot < 0 || s.slot >= p.num_slots) return s;  // padding: empty range
   s.context = min(max(s.context, 0), p.max_len);
-  const int per_split = ((s.context + p.splits - 1) / p.splits + kKeys - 1) / kKeys * kKeys;
+  const int per_split = attention_decode_split_keys(s.context, p.splits);
   s.key_begin = min(split * per_split, s.context);
   s.key_end = min(s.key_begin + per_split, s.context);
   return s;
