@@ -12,7 +12,7 @@
 namespace qwen3next {
 
 namespace {
-constexpr int64_t kHeadDim = 256, kMaxRows = 64, kKeysPerStage = kAttentionDecodeStageKeys, kMaxSplits = 256;
+constexpr int64_t kHeadDim = 256, kMaxRows = 64, kMaxSplits = 256;
 
 }  // namespace
 
@@ -44,8 +44,8 @@ void attention_decode(at::Tensor& out, const at::Tensor& q, const at::Tensor& ga
   // (two would be empty), and 64 splits are one round of the reduce's loads.
   const int64_t context = std::min(max_context, l.max_len);
   const int64_t wanted = device_attribute<cudaDevAttrMultiProcessorCount>(q.get_device()) / (batch * kv_heads);
-  const int64_t most = std::clamp(std::min(wanted, (context + kKeysPerStage - 1) / kKeysPerStage), int64_t(1),
-                                  kMaxSplits);
+  const int64_t stages = (context + kAttentionDecodeStageKeys - 1) / kAttentionDecodeStageKeys;
+  const int64_t most = std::clamp(std::min(wanted, stages), int64_t(1), kMaxSplits);
   const int64_t split_keys = attention_decode_split_keys(static_cast<int>(context), static_cast<int>(most));
   const int64_t splits = (context + split_keys - 1) / split_keys;
   // The splits' partial results: one buffer (stream-ordered, so the op stays capturable) carved into three.
