@@ -50,7 +50,7 @@ def torch_grouped_mm_moe(x: torch.Tensor, w: reference.MoEWeights) -> torch.Tens
         0, ids.flatten(), torch.ones(tokens * TOP_K, dtype=torch.int32, device=x.device))
     offsets = counts.cumsum(0, dtype=torch.int32)
     gate_up = torch._grouped_mm(x[pair_token], w.gate_up.transpose(1, 2), offs=offsets)
-    gate, up = gate_up.chunk(2, dim=-1)
+    gate, up = reference.split_gate_up(gate_up, dim=-1)
     expert_out = torch._grouped_mm(F.silu(gate) * up, w.down.transpose(1, 2), offs=offsets)
     routed = torch.zeros(tokens, HIDDEN, dtype=torch.float32, device=x.device).index_add_(
         0, pair_token, expert_out.float() * weights.flatten()[order, None])
@@ -66,7 +66,8 @@ def transformers_block(w: reference.MoEWeights):
         return None
     block = model.model.layers[0].mlp.requires_grad_(False)  # no autograd state in the captured graphs
     with torch.no_grad():
-        for param, value in ((block.gate.weight, w.router), (block.experts.gate_up_proj, w.gate_up),
+        gate_first = torch.cat(reference.split_gate_up(w.gate_up), dim=1)  # transformers' rows: gate, then up
+        for param, value in ((block.gate.weight, w.router), (block.experts.gate_up_proj, gate_first),
                              (block.experts.down_proj, w.down), (block.shared_expert.gate_proj.weight, w.shared_gate),
                              (block.shared_expert.up_proj.weight, w.shared_up),
                              (block.shared_expert.down_proj.weight, w.shared_down),

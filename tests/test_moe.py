@@ -99,23 +99,6 @@ def routing_is_a_toss_up(x, weights, top_k):
     return near_boundary.any(-1) & ((rounded[:, 0] - rounded[:, 1]).abs() <= step.max(-1).values)
 
 
-@cuda
-@pytest.mark.parametrize("shape", [MODEL, TINY], ids=["model", "tiny"])
-@pytest.mark.parametrize("tokens", [257, 4097])
-@pytest.mark.parametrize("skewed", [False, True], ids=["random", "skewed"])
-@pytest.mark.parametrize("norm_topk_prob", [True, False])
-def test_many_tokens_match_reference(shape, tokens, skewed, norm_topk_prob, monkeypatch):
-    """Past the few-token kernels (prefill): grouped GEMMs over the pairs sorted by expert, in chunks (a small
-    chunk here, so that 4097 tokens cross several)."""
-    monkeypatch.setattr(ops, "MOE_GROUPED_CHUNK", 1500)
-    gen = torch.Generator().manual_seed(tokens * 4 + 2 * skewed + norm_topk_prob + shape["hidden"])
-    x, weights = make_case(gen, shape, tokens, skewed)
-    assert ops._moe_grouped_fits(x, weights)  # the path under test, not the reference's
-    out = ops.moe(x, weights, shape["top_k"], norm_topk_prob)
-    assert_matches_reference(out, x, weights, shape["top_k"], norm_topk_prob, error=4.8e-3)
-    assert torch.equal(ops.moe(x, weights, shape["top_k"], norm_topk_prob), out)  # repeated runs are identical
-
-
 def grouped_gemm_kernels():
     """The grouped GEMM kernels this GPU and build can run: "portable" (sm80+), "sm90a" (sm90, a build with 90a)."""
     if not (torch.cuda.is_available() and ops.HAS_KERNELS):
@@ -124,6 +107,28 @@ def grouped_gemm_kernels():
 
 
 GROUPED_GEMM_KERNELS = ["portable", "sm90a"]
+
+
+@cuda
+@pytest.mark.parametrize("shape", [MODEL, TINY], ids=["model", "tiny"])
+@pytest.mark.parametrize("tokens", [257, 4097])
+@pytest.mark.parametrize("skewed", [False, True], ids=["random", "skewed"])
+@pytest.mark.parametrize("norm_topk_prob", [True, False])
+@pytest.mark.parametrize("kernel", GROUPED_GEMM_KERNELS)
+def test_many_tokens_match_reference(shape, tokens, skewed, norm_topk_prob, kernel, monkeypatch):
+    """Past the few-token kernels (prefill): grouped GEMMs over the pairs sorted by expert, in chunks (a small
+    chunk here, so that 4097 tokens cross several); sm90a: SiLU·up in the gate_up GEMM's epilogue, portable: the
+    mma.sync GEMMs with moe_swiglu between them."""
+    if kernel not in grouped_gemm_kernels():
+        pytest.skip(f"this GPU or build has no {kernel} grouped GEMM")
+    monkeypatch.setattr(ops, "MOE_GROUPED_CHUNK", 1500)
+    monkeypatch.setattr(ops, "sm90a_kernels", lambda device: kernel == "sm90a")
+    gen = torch.Generator().manual_seed(tokens * 4 + 2 * skewed + norm_topk_prob + shape["hidden"])
+    x, weights = make_case(gen, shape, tokens, skewed)
+    assert ops._moe_grouped_fits(x, weights)  # the path under test, not the reference's
+    out = ops.moe(x, weights, shape["top_k"], norm_topk_prob)
+    assert_matches_reference(out, x, weights, shape["top_k"], norm_topk_prob, error=4.8e-3)
+    assert torch.equal(ops.moe(x, weights, shape["top_k"], norm_topk_prob), out)  # repeated runs are identical
 
 
 def grouped_gemm(kernel, out, a, b, offsets):
@@ -180,7 +185,7 @@ def test_grouped_gemm_bad_inputs(kernel):
 @pytest.mark.parametrize("n,k", [(1024, 2048), (128, 64), (192, 64)], ids=["gate_up", "small", "partial_tile"])
 def test_grouped_gemm_swiglu_matches_per_group_products(n, k):
     """The sm90a grouped GEMM with SiLU·up and the route weights in its epilogue, on gate/up rows interleaved by
-    ops.interleave_gate_up; groups of 0, 1, 3, 77, 128, 200 and 513 rows."""
+    reference.interleave_gate_up; groups of 0, 1, 3, 77, 128, 200 and 513 rows."""
     if "sm90a" not in grouped_gemm_kernels():
         pytest.skip("no sm90 GPU or no 90a in this build")
     gen = torch.Generator().manual_seed(n + k + 1)
@@ -191,7 +196,7 @@ def test_grouped_gemm_swiglu_matches_per_group_products(n, k):
     scale = torch.rand(rows, generator=gen).cuda()
     offsets = sizes.cumsum(0).to("cuda", torch.int32)
     out = nan_like(torch.empty(rows, n // 2, dtype=torch.bfloat16, device="cuda"))
-    b = ops.interleave_gate_up(gate_up)
+    b = reference.interleave_gate_up(gate_up)
     torch.ops.qwen3next.moe_grouped_gemm_swiglu(out, a, b, offsets, scale)
     begin = 0
     for e, size in enumerate(sizes.tolist()):
@@ -214,33 +219,42 @@ def test_grouped_gemm_swiglu_matches_per_group_products(n, k):
 
 def test_interleave_gate_up_round_trip():
     w = torch.randn(3, 128, 5)
-    interleaved = ops.interleave_gate_up(w)
+    interleaved = reference.interleave_gate_up(w)
     gate, up = w.chunk(2, dim=1)
     assert torch.equal(interleaved[:, :32], gate[:, :32]) and torch.equal(interleaved[:, 32:64], up[:, :32])
     assert torch.equal(interleaved[:, 64:96], gate[:, 32:]) and torch.equal(interleaved[:, 96:], up[:, 32:])
-    with pytest.raises(ValueError, match="multiple of 64"):
-        ops.interleave_gate_up(torch.randn(2, 96, 4))
+    split = reference.split_gate_up(interleaved)
+    assert torch.equal(split[0], gate) and torch.equal(split[1], up)
+    x = torch.randn(7, 5)
+    columns = reference.split_gate_up(x @ interleaved[1].T, dim=-1)  # a product's columns split the same way
+    assert_close(columns[0], x @ gate[1].T, atol=1e-5, rtol=1e-5)
+    assert_close(columns[1], x @ up[1].T, atol=1e-5, rtol=1e-5)
+    narrow = torch.randn(2, 80, 4)  # a width that is no multiple of 32: one block, the gate rows first
+    assert torch.equal(reference.interleave_gate_up(narrow), narrow)
+    assert torch.equal(reference.split_gate_up(narrow)[1], narrow[:, 40:])
+    with pytest.raises(ValueError, match="even"):
+        reference.interleave_gate_up(torch.randn(2, 95, 4))
 
 
 @cuda
-@pytest.mark.parametrize("pairs,width", [(1, 8), (4097, 512), (33, 72)])
+@pytest.mark.parametrize("pairs,width", [(1, 32), (4097, 512), (33, 96)])
 def test_swiglu_matches_torch(pairs, width):
-    """act = silu(gate) * up * scale, in fp32, rounded once."""
+    """act = silu(gate) * up * scale, in fp32, rounded once; gate and up columns interleaved as the weights' rows."""
     gen = torch.Generator().manual_seed(pairs + width)
     gate_up = (torch.randn(pairs, 2 * width, generator=gen) * 3).to("cuda", torch.bfloat16)
     scale = torch.rand(pairs, generator=gen).cuda()
     act = nan_like(torch.empty(pairs, width, dtype=torch.bfloat16, device="cuda"))
     torch.ops.qwen3next.moe_swiglu(act, gate_up, scale)
-    gate, up = gate_up.float().chunk(2, dim=-1)
+    gate, up = reference.split_gate_up(gate_up.float(), dim=-1)
     expected = torch.nn.functional.silu(gate) * up * scale[:, None]
     assert_close(act.float(), expected, atol=1e-2, rtol=1e-2)
     with pytest.raises(RuntimeError, match="float32"):
         torch.ops.qwen3next.moe_swiglu(act, gate_up, scale.bfloat16())
     with pytest.raises(RuntimeError, match="act"):
-        torch.ops.qwen3next.moe_swiglu(torch.empty(pairs, width + 8, dtype=torch.bfloat16, device="cuda"), gate_up,
+        torch.ops.qwen3next.moe_swiglu(torch.empty(pairs, width + 32, dtype=torch.bfloat16, device="cuda"), gate_up,
                                        scale)
-    with pytest.raises(RuntimeError, match="multiple of 8"):
-        torch.ops.qwen3next.moe_swiglu(act, gate_up[:, :12].contiguous(), scale)
+    with pytest.raises(RuntimeError, match="multiple of 32"):
+        torch.ops.qwen3next.moe_swiglu(act, gate_up[:, :48].contiguous(), scale)
 
 
 @cuda

@@ -198,14 +198,16 @@ def test_router_topk(gen, norm_topk_prob):
 
 
 def hf_moe_block(gen, norm_topk_prob):
-    """A transformers sparse MoE block with random weights (hidden 72, 12 experts of width 40, top 3)."""
-    config = HFConfig(hidden_size=72, num_experts=12, num_experts_per_tok=3, moe_intermediate_size=40,
+    """A transformers sparse MoE block with random weights (hidden 72, 12 experts of width 64, top 3)."""
+    config = HFConfig(hidden_size=72, num_experts=12, num_experts_per_tok=3, moe_intermediate_size=64,
                       shared_expert_intermediate_size=56, norm_topk_prob=norm_topk_prob)
     block = hf.Qwen3NextSparseMoeBlock(config).eval()
     for param in block.parameters():
         param.data = randn(gen, *param.shape, scale=param.shape[-1] ** -0.5)
     prefix = "mlp."
-    return block, ref.MoEWeights.from_state_dict({prefix + k: v for k, v in block.state_dict().items()}, prefix)
+    state = {prefix + k: ref.interleave_gate_up(v) if k == "experts.gate_up_proj" else v
+             for k, v in block.state_dict().items()}  # the in-memory layout
+    return block, ref.MoEWeights.from_state_dict(state, prefix)
 
 
 @pytest.mark.parametrize("num_tokens", [1, 15, 63])

@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from qwen3next_cuda import reference
 from qwen3next_cuda.config import Qwen3NextConfig
 from qwen3next_cuda.tools.make_checkpoint import make_checkpoint
 from qwen3next_cuda.weights import (INDEX_FILE, SINGLE_FILE, load_weights, memory_shapes, reorder_in_proj_ba,
@@ -48,10 +49,11 @@ def assert_same(got: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) -> N
 def test_matches_transformers_state_dict(tiny, config, weights):
     from transformers import Qwen3NextForCausalLM
 
-    reference = Qwen3NextForCausalLM.from_pretrained(tiny, dtype=torch.float32).state_dict()
-    reorder = {"in_proj_qkvz.weight": reorder_in_proj_qkvz, "in_proj_ba.weight": reorder_in_proj_ba}
-    assert set(reference) == {k for k in weights if not k.startswith("mtp.")}
-    for name, tensor in reference.items():
+    published = Qwen3NextForCausalLM.from_pretrained(tiny, dtype=torch.float32).state_dict()
+    reorder = {"in_proj_qkvz.weight": reorder_in_proj_qkvz, "in_proj_ba.weight": reorder_in_proj_ba,
+               "experts.gate_up_proj": lambda tensor, config: reference.interleave_gate_up(tensor)}
+    assert set(published) == {k for k in weights if not k.startswith("mtp.")}
+    for name, tensor in published.items():
         fix = next((f for suffix, f in reorder.items() if name.endswith(suffix)), None)
         expected = fix(tensor, config) if fix else tensor
         assert torch.equal(weights[name], expected), name
@@ -78,8 +80,9 @@ def test_expert_stacking(tiny, weights):
     published = load_file(os.path.join(tiny, LAYER0_SHARD))
     for e in (0, 7, 15):
         src = f"model.layers.1.mlp.experts.{e}"
-        expected = torch.cat([published[f"{src}.gate_proj.weight"], published[f"{src}.up_proj.weight"]]).float()
-        assert torch.equal(weights["model.layers.1.mlp.experts.gate_up_proj"][e], expected)
+        gate, up = reference.split_gate_up(weights["model.layers.1.mlp.experts.gate_up_proj"][e])
+        assert torch.equal(gate, published[f"{src}.gate_proj.weight"].float())
+        assert torch.equal(up, published[f"{src}.up_proj.weight"].float())
         assert torch.equal(weights["model.layers.1.mlp.experts.down_proj"][e],
                            published[f"{src}.down_proj.weight"].float())
 

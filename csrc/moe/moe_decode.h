@@ -23,7 +23,7 @@ struct MoeDecodeParams {
   // Inputs
   const void* x;  // [N, H] bf16 rows, contiguous
   const void* router;  // [E, H] bf16
-  const void* gate_up;  // [E, 2I, H] bf16: gate rows, then up rows
+  const void* gate_up;  // [E, 2I, H] bf16: gate and up rows interleaved in blocks of 32 (weights.py)
   const void* down;  // [E, H, I] bf16
   const void* shared_gate;  // [Is, H] bf16
   const void* shared_up;  // [Is, H] bf16

@@ -1,7 +1,8 @@
 // The many-token MoE path's passes over its (token, expert) pairs, between and after the grouped GEMMs:
-//   swiglu    act[p] = silu(gate[p]) * up[p] * scale[p]: the gate_up GEMM's output [pairs, 2I] (gate columns
-//             first) to the down GEMM's input [pairs, I], scaled by the pair's route weight (down is linear, so the
-//             combine is then a plain sum), fp32 math rounded to bf16 once;
+//   swiglu    act[p] = silu(gate[p]) * up[p] * scale[p]: the gate_up GEMM's output [pairs, 2I] (gate and up
+//             columns interleaved in blocks of 32, as the experts' rows are) to the down GEMM's input [pairs, I],
+//             scaled by the pair's route weight (down is linear, so the combine is then a plain sum), fp32 math
+//             rounded to bf16 once (sm80 / sm100: on sm90a the gate_up GEMM's epilogue does it);
 //   combine   out[n] = sum over j of routed[pair_of[n][j]] + sigmoid(gate[n]) * shared[n]: each token's k routed rows
 //             and its gated shared-expert row in one pass, summed in j order in fp32, rounded to bf16 once.
 // (The few-token kernels combine their fp32 expert outputs in moe_decode_kernel.cuh.)
@@ -20,7 +21,7 @@ namespace qwen3next {
 namespace {
 
 using bf16 = __nv_bfloat16;
-constexpr int kThreads = 256, kMaxTopK = 16;
+constexpr int kThreads = 256, kMaxTopK = 16, kGateUpBlock = 32;
 
 __device__ __forceinline__ void add_scaled(float (&acc)[8], const uint4& v, float scale) {
   const unsigned w[4] = {v.x, v.y, v.z, v.w};
@@ -36,10 +37,10 @@ __global__ void __launch_bounds__(kThreads) moe_swiglu_kernel(bf16* act, const b
                                                              int64_t pairs, int width) {
   const int64_t i = (int64_t(blockIdx.x) * kThreads + threadIdx.x) * 8, pair = i / width;
   if (pair >= pairs) return;
-  const int c = static_cast<int>(i % width);
+  const int c = static_cast<int>(i % width), gate_column = c / kGateUpBlock * 2 * kGateUpBlock + c % kGateUpBlock;
   float gate[8], up[8], out[8];
-  load_float<bf16, 8>(gate, gate_up + pair * 2 * width + c);
-  load_float<bf16, 8>(up, gate_up + pair * 2 * width + width + c);
+  load_float<bf16, 8>(gate, gate_up + pair * 2 * width + gate_column);
+  load_float<bf16, 8>(up, gate_up + pair * 2 * width + gate_column + kGateUpBlock);
   const float s = scale[pair];
 #pragma unroll
   for (int e = 0; e < 8; ++e) out[e] = silu(gate[e]) * up[e] * s;
@@ -86,8 +87,8 @@ void moe_swiglu(at::Tensor& act, const at::Tensor& gate_up, const at::Tensor& sc
   TORCH_CHECK(act.scalar_type() == at::kBFloat16 && gate_up.scalar_type() == at::kBFloat16,
               "moe_swiglu: act and gate_up must be bfloat16, got ", act.scalar_type(), " and ", gate_up.scalar_type());
   TORCH_CHECK(scale.scalar_type() == at::kFloat, "moe_swiglu: scale must be float32, got ", scale.scalar_type());
-  TORCH_CHECK(gate_up.dim() == 2 && gate_up.size(1) % 16 == 0, "moe_swiglu: gate_up must be [pairs, 2 x width] with "
-              "the width a multiple of 8, got ", gate_up.sizes());
+  TORCH_CHECK(gate_up.dim() == 2 && gate_up.size(1) % (2 * kGateUpBlock) == 0, "moe_swiglu: gate_up must be [pairs, "
+              "2 x width] with the width a multiple of ", kGateUpBlock, ", got ", gate_up.sizes());
   const int64_t pairs = gate_up.size(0), width = gate_up.size(1) / 2;
   QN_CHECK_SHAPE(act, pairs, width);
   QN_CHECK_SHAPE(scale, pairs);

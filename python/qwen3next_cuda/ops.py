@@ -177,7 +177,7 @@ def _moe_grouped_fits(x: torch.Tensor, weights: reference.MoEWeights) -> bool:
     capability = torch.cuda.get_device_capability(x.device) if x.is_cuda else (0, 0)
     return ((HAS_KERNELS and capability >= (8, 0) or capability == (9, 0) and hasattr(torch, "_grouped_mm"))
             and x.dim() == 2 and all(t.dtype == torch.bfloat16 for t in (x, *weights))
-            and hidden % 16 == 0 and double_width % 32 == 0)
+            and hidden % 16 == 0 and double_width % (2 * reference.GATE_UP_BLOCK) == 0)
 
 
 @functools.cache
@@ -201,22 +201,6 @@ def _grouped_mm(a: torch.Tensor, b: torch.Tensor, offsets: torch.Tensor) -> torc
     return out
 
 
-GATE_UP_BLOCK = 32  # moe_grouped_gemm_swiglu's layout: gate and up rows interleaved in blocks of this many
-
-
-def interleave_gate_up(gate_up: torch.Tensor) -> torch.Tensor:
-    """[..., 2I, K] with the gate rows first -> the rows moe_grouped_gemm_swiglu reads: gate and up interleaved in
-    blocks of GATE_UP_BLOCK ([g 0-31 | u 0-31 | g 32-63 | u 32-63 | ...]), so that one accumulator thread of its
-    tile holds a gate value and its up value. A new tensor."""
-    rows = gate_up.shape[-2]
-    if rows % (2 * GATE_UP_BLOCK):
-        raise ValueError(f"interleave_gate_up: {rows} rows, expected a multiple of {2 * GATE_UP_BLOCK} (gate | up, "
-                         f"each a multiple of {GATE_UP_BLOCK})")
-    lead, k = gate_up.shape[:-2], gate_up.shape[-1]
-    blocks = gate_up.reshape(*lead, 2, rows // (2 * GATE_UP_BLOCK), GATE_UP_BLOCK, k)  # (gate | up, block, row, k)
-    return blocks.transpose(-4, -3).reshape(*lead, rows, k).contiguous()
-
-
 MOE_GROUPED_CHUNK = 8192  # tokens per pass of the many-token path: bounds its pair buffers (~1.5 GB at 8192)
 
 
@@ -224,7 +208,8 @@ def _moe_grouped(x: torch.Tensor, w: reference.MoEWeights, top_k: int, norm_topk
     """Many tokens (prefill): the (token, expert) pairs sorted by expert on the device, the expert GEMMs grouped
     (`_grouped_mm`), each pair's activation scaled by its route weight (the down projection is linear, so the
     combine is a sum), the pairs summed back per token in a fixed order (deterministic). No host sync. Our kernels
-    on a GPU (moe_swiglu, moe_combine), torch ops on the CPU."""
+    on a GPU (on sm90a the gate_up GEMM with SiLU·up in its epilogue, elsewhere moe_swiglu after it; moe_combine),
+    torch ops on the CPU."""
     tokens, hidden = x.shape
     experts = w.gate_up.shape[0]
     kernels = HAS_KERNELS and x.is_cuda
@@ -233,13 +218,17 @@ def _moe_grouped(x: torch.Tensor, w: reference.MoEWeights, top_k: int, norm_topk
     counts = torch.zeros(experts, dtype=torch.int32, device=x.device).scatter_add_(
         0, ids.flatten(), torch.ones_like(ids.flatten(), dtype=torch.int32))
     offsets = counts.cumsum(0, dtype=torch.int32)
-    gate_up = _grouped_mm(x[order // top_k], w.gate_up, offsets)
+    pair_x = x[order // top_k]
     scale = router_weights.flatten()[order]
-    if kernels:
+    if kernels and sm90a_kernels(x.device):
+        act = x.new_empty(pair_x.shape[0], w.gate_up.shape[1] // 2)
+        torch.ops.qwen3next.moe_grouped_gemm_swiglu(act, pair_x, w.gate_up, offsets, scale)
+    elif kernels:
+        gate_up = _grouped_mm(pair_x, w.gate_up, offsets)
         act = gate_up.new_empty(gate_up.shape[0], gate_up.shape[1] // 2)
         torch.ops.qwen3next.moe_swiglu(act, gate_up, scale)
     else:
-        gate, up = gate_up.chunk(2, dim=-1)
+        gate, up = reference.split_gate_up(_grouped_mm(pair_x, w.gate_up, offsets), dim=-1)
         act = F.silu(gate) * up * scale[:, None].to(x.dtype)
     expert_out = _grouped_mm(act, w.down, offsets)
     pair_of = torch.empty_like(order)

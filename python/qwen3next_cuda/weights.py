@@ -5,7 +5,9 @@ with two changes made once at load time:
   * ``model.layers.{i}.linear_attn.in_proj_qkvz.weight`` rows reordered from the published per-key-head
     groups ``[q_g | k_g | v_2g v_2g+1 | z_2g z_2g+1]`` into contiguous ``[q | k | v | z]``;
     ``in_proj_ba.weight`` from groups ``[b_2g b_2g+1 | a_2g a_2g+1]`` into ``[b | a]``.
-  * experts stacked: ``model.layers.{i}.mlp.experts.gate_up_proj`` [E, 2I, H] (gate rows first) and
+  * experts stacked: ``model.layers.{i}.mlp.experts.gate_up_proj`` [E, 2I, H], gate and up rows interleaved in
+    blocks of 32 where I is a multiple of 32 (``reference.interleave_gate_up``; published stacks, and ours at other
+    widths, have the gate rows first), and
     ``model.layers.{i}.mlp.experts.down_proj`` [E, H, I].
 Everything else (``mtp.*`` included) keeps its published name and shape. ``A_log`` and ``dt_bias`` are fp32,
 every other tensor has the requested dtype; with tied embeddings ``lm_head.weight`` is ``model.embed_tokens.weight``.
@@ -30,6 +32,7 @@ from safetensors import SafetensorError, safe_open
 from tqdm import tqdm
 
 from .config import FULL_ATTENTION, Qwen3NextConfig
+from .reference.moe import gate_up_block, interleave_gate_up
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -75,15 +78,11 @@ def reorder_in_proj_ba(weight: torch.Tensor, config: Qwen3NextConfig) -> torch.T
 
 def from_transformers(state_dict: dict[str, torch.Tensor], config: Qwen3NextConfig) -> dict[str, torch.Tensor]:
     """transformers' in-memory ``Qwen3NextForCausalLM`` state dict (fused experts, as ours) -> the in-memory layout:
-    the in_proj rows regrouped, ``A_log``/``dt_bias`` in fp32, ``lm_head`` left out when tied. Other tensors are
-    shared, not copied."""
+    the in_proj rows regrouped, the experts' gate and up rows interleaved, ``A_log``/``dt_bias`` in fp32,
+    ``lm_head`` left out when tied. Other tensors are shared, not copied."""
     weights = {}
     for name, tensor in state_dict.items():
-        if name.endswith("in_proj_qkvz.weight"):
-            tensor = reorder_in_proj_qkvz(tensor, config)
-        elif name.endswith("in_proj_ba.weight"):
-            tensor = reorder_in_proj_ba(tensor, config)
-        weights[name] = tensor.to(storage_dtype(name, tensor.dtype))
+        weights[name] = _to_memory_layout(name, tensor, config).to(storage_dtype(name, tensor.dtype))
     if config.tie_word_embeddings:
         weights.pop("lm_head.weight", None)
     return weights
@@ -384,13 +383,23 @@ def _place(out: dict[str, torch.Tensor], tensor: torch.Tensor, placement: _Place
     if placement.expert is not None:
         if target not in out:
             out[target] = torch.empty(layout.shapes[target], device=device, dtype=dtype)
-        inter = config.moe_intermediate_size
-        rows = {"gate_proj": slice(0, inter), "up_proj": slice(inter, 2 * inter)}.get(placement.proj, slice(None))
-        out[target][placement.expert, rows].copy_(tensor)
+        stacked = out[target][placement.expert]
+        if placement.proj in ("gate_proj", "up_proj"):  # its rows' blocks in the interleaved stack
+            block, half = gate_up_block(config.moe_intermediate_size), int(placement.proj == "up_proj")
+            stacked.unflatten(0, (-1, 2, block))[:, half].copy_(tensor.unflatten(0, (-1, block)))
+        else:
+            stacked.copy_(tensor)
         return
     tensor = tensor.to(device=device, dtype=storage_dtype(target, dtype))
-    if target.endswith("linear_attn.in_proj_qkvz.weight"):
-        tensor = reorder_in_proj_qkvz(tensor, config)
-    elif target.endswith("linear_attn.in_proj_ba.weight"):
-        tensor = reorder_in_proj_ba(tensor, config)
-    out[target] = tensor
+    out[target] = _to_memory_layout(target, tensor, config)
+
+
+def _to_memory_layout(name: str, tensor: torch.Tensor, config: Qwen3NextConfig) -> torch.Tensor:
+    """A published tensor (experts stacked) in the in-memory layout: in_proj rows regrouped, gate_up interleaved."""
+    if name.endswith("linear_attn.in_proj_qkvz.weight"):
+        return reorder_in_proj_qkvz(tensor, config)
+    if name.endswith("linear_attn.in_proj_ba.weight"):
+        return reorder_in_proj_ba(tensor, config)
+    if name.endswith(".mlp.experts.gate_up_proj"):
+        return interleave_gate_up(tensor)
+    return tensor

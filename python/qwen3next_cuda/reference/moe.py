@@ -12,7 +12,7 @@ class MoEWeights(NamedTuple):
     """The weights of one MoE block (E experts, hidden H, expert width I, shared expert width Is)."""
 
     router: torch.Tensor  # [E, H]
-    gate_up: torch.Tensor  # [E, 2I, H], gate rows first
+    gate_up: torch.Tensor  # [E, 2I, H], gate and up rows interleaved (interleave_gate_up)
     down: torch.Tensor  # [E, H, I]
     shared_gate: torch.Tensor  # [Is, H]
     shared_up: torch.Tensor  # [Is, H]
@@ -31,6 +31,38 @@ class MoEWeights(NamedTuple):
             shared_down=weights[prefix + "shared_expert.down_proj.weight"],
             shared_expert_gate=weights[prefix + "shared_expert_gate.weight"],
         )
+
+
+GATE_UP_BLOCK = 32  # the in-memory gate_up's rows: gate and up interleaved in blocks of this many
+
+
+def gate_up_block(width: int) -> int:
+    """Rows per block of the in-memory gate_up of experts ``width`` wide: GATE_UP_BLOCK where it divides the width
+    (every width the kernels take), else the whole width (the gate rows first, as published)."""
+    return GATE_UP_BLOCK if width % GATE_UP_BLOCK == 0 else width
+
+
+def interleave_gate_up(gate_up: torch.Tensor) -> torch.Tensor:
+    """[..., 2I, K] with the gate rows first (as published) -> the in-memory rows: gate and up interleaved in blocks
+    of gate_up_block(I) ([g 0-31 | u 0-31 | g 32-63 | u 32-63 | ...]), so that a GEMM tile of the expert's output
+    holds matching gate and up columns (the grouped GEMM's SiLU·up epilogue, the decode kernels' row tiles). A new
+    tensor."""
+    lead, (rows, k) = gate_up.shape[:-2], gate_up.shape[-2:]
+    if rows % 2:
+        raise ValueError(f"interleave_gate_up: {rows} rows, expected an even number (gate | up)")
+    block = gate_up_block(rows // 2)
+    blocks = gate_up.reshape(*lead, 2, rows // (2 * block), block, k)  # (gate | up, block, row, k)
+    return blocks.transpose(-4, -3).reshape(*lead, rows, k).contiguous()
+
+
+def split_gate_up(gate_up: torch.Tensor, dim: int = -2) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gate and up parts of an in-memory ``gate_up`` (or of a product's columns, ``dim=-1``), views with the size
+    of ``dim`` halved."""
+    dim %= gate_up.dim()
+    width = gate_up.shape[dim] // 2
+    block = gate_up_block(width)
+    gate, up = gate_up.unflatten(dim, (width // block, 2, block)).unbind(dim + 1)
+    return gate.flatten(dim, dim + 1), up.flatten(dim, dim + 1)
 
 
 def router_topk(logits: torch.Tensor, top_k: int, norm_topk_prob: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,7 +94,7 @@ def moe(x: torch.Tensor, weights: MoEWeights, top_k: int, norm_topk_prob: bool) 
         x32, weights.shared_gate, weights.shared_up, weights.shared_down)
     for expert in expert_ids.unique().tolist():
         token, slot = torch.nonzero(expert_ids == expert, as_tuple=True)
-        gate, up = weights.gate_up[expert].chunk(2, dim=0)
+        gate, up = split_gate_up(weights.gate_up[expert])
         expert_out = _swiglu(x32[token], gate, up, weights.down[expert])
         out.index_add_(0, token, expert_out * route_weights[token, slot, None])
     return out.to(x.dtype)

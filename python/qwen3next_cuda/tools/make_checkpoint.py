@@ -28,6 +28,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from ..config import Qwen3NextConfig
+from ..reference.moe import interleave_gate_up
 from ..weights import INDEX_FILE, SINGLE_FILE, Shape, memory_shapes, published_shapes, storage_dtype
 
 PRESETS: dict[str, dict] = {
@@ -91,9 +92,13 @@ def random_tensor(name: str, shape: Shape, seed: int, device: str | torch.device
 def random_weights(config: Qwen3NextConfig, seed: int = 0, device: str | torch.device = "cpu",
                    dtype: torch.dtype = torch.bfloat16) -> dict[str, torch.Tensor]:
     """Random weights in the in-memory layout (``weights.memory_shapes``), drawn on ``device`` with the
-    checkpoint's scales: a model without files (a GPU draws the full-width slice at once)."""
-    return {name: random_tensor(name, shape, seed, device).to(storage_dtype(name, dtype))
-            for name, shape in memory_shapes(config).items()}
+    checkpoint's scales: a model without files (a GPU draws the full-width slice at once). The experts' gate_up
+    stacks are drawn gate rows first, as published, then interleaved as the loader stores them."""
+    def draw(name: str, shape: Shape) -> torch.Tensor:
+        tensor = random_tensor(name, shape, seed, device)
+        return interleave_gate_up(tensor) if name.endswith(".mlp.experts.gate_up_proj") else tensor
+
+    return {name: draw(name, shape).to(storage_dtype(name, dtype)) for name, shape in memory_shapes(config).items()}
 
 
 def plan_shards(shapes: dict[str, Shape], shard_bytes: int) -> list[list[str]]:
