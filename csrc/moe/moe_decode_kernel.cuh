@@ -14,6 +14,7 @@
 #include "common/chain.cuh"
 #include "common/mma.cuh"
 #include "common/vec.cuh"
+#include "moe/gate_up_layout.h"
 #include "moe/moe_decode.h"
 
 namespace qwen3next {
@@ -25,7 +26,6 @@ constexpr int kMaxExperts = 512, kMaxTopK = 16;
 constexpr int kRouteThreads = 512, kRouteWarps = kRouteThreads / 32;
 constexpr int kThreads = 128, kWarps = kThreads / 32;  // expert GEMMs
 constexpr int kTileRows = 16;  // weight rows per CTA (per matrix)
-constexpr int kGateUpBlock = 32;  // gate_up's rows: gate and up interleaved in blocks of 32 (weights.py)
 static_assert(kGateUpBlock % kTileRows == 0, "a row tile lies in one block");
 constexpr int kBlockK = 32;  // k per fragment load: 4 threads x 8 elements
 constexpr int kMaxTokenTiles = 8;  // 8 tokens each: up to 64 tokens per pass
@@ -311,8 +311,8 @@ __global__ void __launch_bounds__(kThreads, kTokenTiles == 1 ? 4 : 1) moe_gemm_k
         mats[0] = static_cast<const bf16*>(p.shared_gate) + int64_t(row0) * stride;
         mats[1] = static_cast<const bf16*>(p.shared_up) + int64_t(row0) * stride;
       } else {  // the experts' gate and up rows interleaved in blocks of kGateUpBlock (a tile is in one block)
-        const int gate_row = row0 / kGateUpBlock * 2 * kGateUpBlock + row0 % kGateUpBlock;
-        mats[0] = static_cast<const bf16*>(p.gate_up) + (int64_t(expert) * 2 * width + gate_row) * hidden_size;
+        mats[0] = static_cast<const bf16*>(p.gate_up) +
+                  (int64_t(expert) * 2 * width + gate_up_gate_row(row0)) * hidden_size;
         mats[1] = mats[0] + int64_t(kGateUpBlock) * hidden_size;
       }
     } else {

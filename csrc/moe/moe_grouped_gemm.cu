@@ -17,6 +17,7 @@
 #include "common/device.h"
 #include "common/launch.h"
 #include "common/workspace.h"
+#include "moe/gate_up_layout.h"
 #include "cutlass/cutlass.h"
 #include "cutlass/epilogue/thread/linear_combination.h"
 #include "cutlass/gemm/device/gemm_grouped.h"
@@ -37,7 +38,6 @@ namespace {
 
 using Element = cutlass::bfloat16_t;
 constexpr int kAlignment = 8;  // elements per 16-byte access
-constexpr int kSwigluBlock = 32;  // moe_grouped_gemm_swiglu's b: gate and up rows interleaved in blocks of 32
 
 // Group e's rows of a and out.
 struct GroupRows {
@@ -143,7 +143,7 @@ using StrideB = Sm90Kernel::InternalStrideB;
 using StrideD = Sm90Kernel::InternalStrideD;
 
 // ---- sm90a, gate_up with SiLU·up in the epilogue ------------------------------------------------------------
-// b's rows hold gate and up interleaved in blocks of kSwigluBlock ([g 0-31 | u 0-31 | g 32-63 | u 32-63 | ...]), so
+// b's rows hold gate and up interleaved in blocks of kGateUpBlock ([g 0-31 | u 0-31 | g 32-63 | u 32-63 | ...]), so
 // a 128-wide tile's accumulators pair gate column c with up column c + 32 in the same thread (a wgmma accumulator
 // thread holds columns 2t, 2t + 1 of every 8-column group, and 32 columns are 4 groups). The epilogue writes
 // silu(g) * u * scale[row] to the half-width output [rows, N / 2] straight from registers (no shared memory).
@@ -207,7 +207,7 @@ struct SwigluEpilogue {
                       decltype(size<0, 2>(FrgLayout{}))::value % 8 == 0 && decltype(size<1>(FrgLayout{}))::value == 1 &&
                       decltype(size<2>(FrgLayout{}))::value == 1 && decltype(stride<0, 2>(FrgLayout{}))::value == 4,
                   "a 64 x N wgmma accumulator per warpgroup");
-    constexpr int kUpOffset = kSwigluBlock / 8 * 4;  // fragment index of the up value of a gate value
+    constexpr int kUpOffset = kGateUpBlock / 8 * 4;  // fragment index of the up value of a gate value
     const int M = get<0>(problem_shape_mnkl), N = get<1>(problem_shape_mnkl);
     const auto [m_coord, n_coord, k_coord, l_coord] = blk_coord_mnkl;
     Element* out = params.ptr_out[l_coord];
@@ -219,11 +219,11 @@ struct SwigluEpilogue {
     CUTLASS_PRAGMA_UNROLL
     for (int i = 0; i < size(accumulators); i += 2) {
       const int group = i / 4;  // the 8-column group of value i
-      if (group % (2 * kSwigluBlock / 8) >= kSwigluBlock / 8) continue;  // an up column: taken with its gate
+      if (group % (2 * kGateUpBlock / 8) >= kGateUpBlock / 8) continue;  // an up column: taken with its gate
       const auto [row, column] = thread_coord(i);
       if (row >= M || column >= N) continue;  // past the group's rows, or past N in a last partial tile
       const float s = scale[row];
-      const int out_column = column / (2 * kSwigluBlock) * kSwigluBlock + column % (2 * kSwigluBlock);
+      const int out_column = column / (2 * kGateUpBlock) * kGateUpBlock + column % (2 * kGateUpBlock);
       float value[2];
       CUTLASS_PRAGMA_UNROLL
       for (int c = 0; c < 2; ++c) {
@@ -405,8 +405,8 @@ void moe_grouped_gemm_swiglu(at::Tensor& out, const at::Tensor& a, const at::Ten
                              const at::Tensor& scale) {
   const char* op = "moe_grouped_gemm_swiglu";
   check_grouped_gemm(op, out, a, b, offsets, b.dim() == 3 ? b.size(1) / 2 : 0);
-  TORCH_CHECK(b.size(1) % (2 * kSwigluBlock) == 0, op, ": b's rows (gate and up interleaved in blocks of ",
-              kSwigluBlock, ") must be a multiple of ", 2 * kSwigluBlock, ", got ", b.size(1));
+  TORCH_CHECK(b.size(1) % (2 * kGateUpBlock) == 0, op, ": b's rows (gate and up interleaved in blocks of ",
+              kGateUpBlock, ") must be a multiple of ", 2 * kGateUpBlock, ", got ", b.size(1));
   TORCH_CHECK(scale.device() == a.device() && scale.scalar_type() == at::kFloat && scale.is_contiguous(), op,
               ": scale must be a contiguous float32 tensor on ", a.device());
   QN_CHECK_SHAPE(scale, a.size(0));

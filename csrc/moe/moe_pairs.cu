@@ -15,13 +15,14 @@
 #include "common/checks.h"
 #include "common/launch.h"
 #include "common/vec.cuh"
+#include "moe/gate_up_layout.h"
 #include "ops.h"
 
 namespace qwen3next {
 namespace {
 
 using bf16 = __nv_bfloat16;
-constexpr int kThreads = 256, kMaxTopK = 16, kGateUpBlock = 32;
+constexpr int kThreads = 256, kMaxTopK = 16;
 
 __device__ __forceinline__ void add_scaled(float (&acc)[8], const uint4& v, float scale) {
   const unsigned w[4] = {v.x, v.y, v.z, v.w};
@@ -37,7 +38,7 @@ __global__ void __launch_bounds__(kThreads) moe_swiglu_kernel(bf16* act, const b
                                                              int64_t pairs, int width) {
   const int64_t i = (int64_t(blockIdx.x) * kThreads + threadIdx.x) * 8, pair = i / width;
   if (pair >= pairs) return;
-  const int c = static_cast<int>(i % width), gate_column = c / kGateUpBlock * 2 * kGateUpBlock + c % kGateUpBlock;
+  const int c = static_cast<int>(i % width), gate_column = gate_up_gate_row(c);
   float gate[8], up[8], out[8];
   load_float<bf16, 8>(gate, gate_up + pair * 2 * width + gate_column);
   load_float<bf16, 8>(up, gate_up + pair * 2 * width + gate_column + kGateUpBlock);
