@@ -163,14 +163,15 @@ __global__ void __launch_bounds__(Traits::kThreads) gdn_decode_kernel(const GdnD
     if (hinted >= 0) prefetch_l2(state_of(hinted), kDim * kDim * sizeof(StateT));
   }
   await_previous_kernel();
-  // The lane's slots: this sequence's, the next one's (its state in flight) and the one after (fetched in
-  // this iteration), each entry loaded an iteration before it is checked so that no thread waits on it.
+  // The first inputs are asked for before the slots come back (the loads that need a slot wait for it). The lane's
+  // slots: this sequence's, the next one's (its state in flight) and the one after (fetched in this iteration), each
+  // entry loaded an iteration before it is checked so that no thread waits on it.
+  load_inputs(seq);
   int slot = checked_slot(p, slot_entry(p, seq)), next_slot = checked_slot(p, slot_entry(p, seq + step));
   int far_entry = slot_entry(p, seq + 2 * step);
   if (slot >= 0) load_window(slot);
   fetch_state(0, slot);
   fetch_state(1, next_slot);
-  load_inputs(seq);
   for (int stage = 0; seq < p.batch; stage ^= 1) {
     const int next_seq = seq + step, far_slot = checked_slot(p, far_entry);
     far_entry = slot_entry(p, seq + 3 * step);

@@ -22,7 +22,8 @@ void run_passes(const MoeDecodeParams& p, cudaStream_t stream) {
                  stream, p);
   launch_chained(moe_gemm_kernel<Pass::kDown, kTokenTiles>, dim3(p.hidden_size / kTileRows, p.max_groups), kThreads,
                  0, stream, p);
-  launch_chained(moe_combine_kernel, p.tokens, 256, 0, stream, p);
+  launch_chained(moe_combine_kernel, dim3(p.tokens, (p.hidden_size + kCombineColumns - 1) / kCombineColumns),
+                 kCombineThreads, 0, stream, p);
 }
 
 }  // namespace

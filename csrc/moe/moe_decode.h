@@ -7,7 +7,7 @@
 //                                  by expert on the device
 //   gate_up  (row tile x group)    h = silu(gate x) * up x for the group's tokens       -> hidden [pairs, Imax]
 //   down     (row tile x group)    y = down h                                            -> expert_out [pairs, H]
-//   combine  (a CTA per token)     out = sum_k w_k y_k + sigmoid(shared gate) y_shared  (fixed order: deterministic)
+//   combine  (token x 512 columns) out = sum_k w_k y_k + sigmoid(shared gate) y_shared  (fixed order: deterministic)
 // The shared expert is the first group (expert id E, pairs [0, N)), holding every token. The five kernels are launched
 // chained (common/chain.cuh). The GEMMs run on tensor cores with the weights loaded straight from global memory into
 // mma fragments (see moe_decode_kernel.cuh).

@@ -415,10 +415,12 @@ __global__ void __launch_bounds__(kThreads, kTokenTiles == 1 ? 4 : 1) moe_gemm_k
 }
 
 // ---- combine: out[token] = sum over its pairs, routed ones first, then the shared expert ------------------
-// The token's pair positions and weights go to shared memory first, then every pair's slice of a column block is
-// loaded before the first is summed: one memory round trip per block, not one per pair.
+// A CTA per (token, 512 columns): each thread loads its 4 columns of every pair at once, so a CTA is one memory round
+// trip (a CTA per token took a round trip per 1024 columns). The token's pair positions and weights go to shared
+// memory first.
+constexpr int kCombineThreads = 128, kCombineColumns = 4 * kCombineThreads;
 
-__global__ void __launch_bounds__(256) moe_combine_kernel(const MoeDecodeParams p) {
+__global__ void __launch_bounds__(kCombineThreads) moe_combine_kernel(const MoeDecodeParams p) {
   constexpr int kMaxPairs = kMaxTopK + 1;
   __shared__ float weights[kMaxPairs];
   __shared__ int32_t positions[kMaxPairs];
@@ -430,7 +432,8 @@ __global__ void __launch_bounds__(256) moe_combine_kernel(const MoeDecodeParams 
   __syncthreads();
   await_previous_kernel();  // expert_out
   bf16* out = static_cast<bf16*>(p.out) + int64_t(token) * p.hidden_size;
-  for (int c = 4 * threadIdx.x; c < p.hidden_size; c += 4 * blockDim.x) {
+  const int c = blockIdx.y * kCombineColumns + 4 * threadIdx.x;
+  if (c < p.hidden_size) {
     float4 y[kMaxPairs];
 #pragma unroll
     for (int k = 0; k < kMaxPairs; ++k) {
