@@ -28,6 +28,7 @@ constexpr int kThreads = 128, kWarps = kThreads / 32;  // expert GEMMs
 constexpr int kTileRows = 16;  // weight rows per CTA (per matrix)
 static_assert(kGateUpBlock % kTileRows == 0, "a row tile lies in one block");
 constexpr int kBlockK = 32;  // k per fragment load: 4 threads x 8 elements
+static_assert(kBlockK % kGateUpBlock == 0, "the API's widths of whole k-blocks are whole gate_up blocks");
 constexpr int kMaxTokenTiles = 8;  // 8 tokens each: up to 64 tokens per pass
 constexpr int kDepth = 4;  // k-blocks of weights loaded before the first is used
 constexpr int kRouterSplits = 4;  // the router GEMM's K splits: 4 x E / 16 CTAs (128 at the model's sizes)

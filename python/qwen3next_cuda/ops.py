@@ -167,7 +167,8 @@ def _moe_decode_fits(x: torch.Tensor, weights: reference.MoEWeights, top_k: int)
     return (HAS_KERNELS and x.is_cuda and x.dim() == 2 and 0 < x.shape[0] <= MOE_DECODE_MAX_TOKENS
             and all(t.dtype == torch.bfloat16 for t in (x, *weights)) and experts <= 512 and experts % 16 == 0
             and 0 < top_k <= min(16, experts)
-            and hidden % 128 == 0 and double_width % 64 == 0 and weights.shared_gate.shape[0] % 32 == 0)
+            and hidden % 128 == 0 and double_width % (2 * reference.GATE_UP_BLOCK) == 0
+            and weights.shared_gate.shape[0] % 32 == 0)
 
 
 def _moe_grouped_fits(x: torch.Tensor, weights: reference.MoEWeights) -> bool:

@@ -32,7 +32,7 @@ from safetensors import SafetensorError, safe_open
 from tqdm import tqdm
 
 from .config import FULL_ATTENTION, Qwen3NextConfig
-from .reference.moe import gate_up_block, interleave_gate_up
+from .reference.moe import gate_up_halves, interleave_gate_up
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -385,8 +385,8 @@ def _place(out: dict[str, torch.Tensor], tensor: torch.Tensor, placement: _Place
             out[target] = torch.empty(layout.shapes[target], device=device, dtype=dtype)
         stacked = out[target][placement.expert]
         if placement.proj in ("gate_proj", "up_proj"):  # its rows' blocks in the interleaved stack
-            block, half = gate_up_block(config.moe_intermediate_size), int(placement.proj == "up_proj")
-            stacked.unflatten(0, (-1, 2, block))[:, half].copy_(tensor.unflatten(0, (-1, block)))
+            half = gate_up_halves(stacked, dim=0)[int(placement.proj == "up_proj")]
+            half.copy_(tensor.reshape(half.shape))
         else:
             stacked.copy_(tensor)
         return

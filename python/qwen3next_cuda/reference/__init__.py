@@ -8,7 +8,7 @@ from .attention import append_kv, attention, attention_prepass, attention_varlen
 from .conv import causal_conv1d, causal_conv1d_update, causal_conv1d_varlen
 from .gdn import gated_delta_rule_chunked, gated_delta_rule_recurrent, gdn_decode, gdn_gating, gdn_prefill
 from .model import HybridCache, Qwen3NextReference
-from .moe import GATE_UP_BLOCK, MoEWeights, gate_up_block, interleave_gate_up, moe, router_topk, split_gate_up
+from .moe import GATE_UP_BLOCK, MoEWeights, gate_up_halves, interleave_gate_up, moe, router_topk, split_gate_up
 from .norm import rmsnorm, rmsnorm_add, rmsnorm_gated
 from .rope import apply_partial_rope, rope_cos_sin, rope_inv_freq
 
@@ -27,7 +27,7 @@ __all__ = [
     "gdn_prefill",
     "GATE_UP_BLOCK",
     "MoEWeights",
-    "gate_up_block",
+    "gate_up_halves",
     "interleave_gate_up",
     "moe",
     "router_topk",

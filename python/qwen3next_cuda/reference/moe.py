@@ -42,26 +42,34 @@ def gate_up_block(width: int) -> int:
     return GATE_UP_BLOCK if width % GATE_UP_BLOCK == 0 else width
 
 
+def gate_up_halves(gate_up: torch.Tensor, dim: int = -2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Views of the gate and the up blocks of an in-memory ``gate_up`` along ``dim`` (rows, or a product's columns),
+    ``dim`` split into (blocks, rows per block): the one place that spells the layout out."""
+    dim %= gate_up.dim()
+    if gate_up.shape[dim] % 2:
+        raise ValueError(f"gate_up: {gate_up.shape[dim]} rows, expected an even number (gate | up)")
+    width = gate_up.shape[dim] // 2
+    block = gate_up_block(width)
+    gate, up = gate_up.unflatten(dim, (width // block, 2, block)).unbind(dim + 1)
+    return gate, up
+
+
 def interleave_gate_up(gate_up: torch.Tensor) -> torch.Tensor:
     """[..., 2I, K] with the gate rows first (as published) -> the in-memory rows: gate and up interleaved in blocks
     of gate_up_block(I) ([g 0-31 | u 0-31 | g 32-63 | u 32-63 | ...]), so that a GEMM tile of the expert's output
     holds matching gate and up columns (the grouped GEMM's SiLU·up epilogue, the decode kernels' row tiles). A new
     tensor."""
-    lead, (rows, k) = gate_up.shape[:-2], gate_up.shape[-2:]
-    if rows % 2:
-        raise ValueError(f"interleave_gate_up: {rows} rows, expected an even number (gate | up)")
-    block = gate_up_block(rows // 2)
-    blocks = gate_up.reshape(*lead, 2, rows // (2 * block), block, k)  # (gate | up, block, row, k)
-    return blocks.transpose(-4, -3).reshape(*lead, rows, k).contiguous()
+    out = torch.empty_like(gate_up, memory_format=torch.contiguous_format)
+    for half, published in zip(gate_up_halves(out), gate_up.chunk(2, dim=-2)):
+        half.copy_(published.reshape(half.shape))
+    return out
 
 
 def split_gate_up(gate_up: torch.Tensor, dim: int = -2) -> tuple[torch.Tensor, torch.Tensor]:
-    """The gate and up parts of an in-memory ``gate_up`` (or of a product's columns, ``dim=-1``), views with the size
-    of ``dim`` halved."""
+    """The gate and up parts of an in-memory ``gate_up`` (or of a product's columns, ``dim=-1``), the size of ``dim``
+    halved (copies where the blocks interleave)."""
     dim %= gate_up.dim()
-    width = gate_up.shape[dim] // 2
-    block = gate_up_block(width)
-    gate, up = gate_up.unflatten(dim, (width // block, 2, block)).unbind(dim + 1)
+    gate, up = gate_up_halves(gate_up, dim)
     return gate.flatten(dim, dim + 1), up.flatten(dim, dim + 1)
 
 
