@@ -23,7 +23,8 @@ from benchmarks import ceilings
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # module -> the benches it records
-SUITES = {"benchmarks.bench_norm": ("rmsnorm_add", "rmsnorm_gated"), "benchmarks.bench_gdn_decode": ("gdn_decode",),
+SUITES = {"benchmarks.bench_norm": ("rmsnorm_add", "rmsnorm_gated"), "benchmarks.bench_linear": ("linear_decode",),
+          "benchmarks.bench_gdn_decode": ("gdn_decode",),
           "benchmarks.bench_gdn_prefill": ("gdn_prefill",),
           "benchmarks.bench_conv1d": ("conv1d_fwd",), "benchmarks.bench_moe": ("moe_decode", "moe_prefill"),
           "benchmarks.bench_attention": ("attn_decode", "attn_prefill"),

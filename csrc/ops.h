@@ -39,6 +39,9 @@ void moe_swiglu(at::Tensor& act, const at::Tensor& gate_up, const at::Tensor& sc
 void moe_combine(at::Tensor& out, const at::Tensor& routed, const at::Tensor& pair_of, const at::Tensor& shared,
                  const at::Tensor& gate);
 
+// linear/
+void decode_linear(at::Tensor& out, const at::Tensor& x, const at::Tensor& weight);
+
 // attention/
 void attention_prepass(at::Tensor& q_out, at::Tensor& key_cache, at::Tensor& value_cache, const at::Tensor& q,
                        const at::Tensor& k, const at::Tensor& v, const at::Tensor& cos, const at::Tensor& sin,

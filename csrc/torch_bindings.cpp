@@ -80,6 +80,11 @@ TORCH_LIBRARY(qwen3next, m) {
   m.def("moe_combine(Tensor(a!) out, Tensor routed, Tensor pair_of, Tensor shared, Tensor gate) -> ()");
   m.impl("moe_combine", c10::DeviceType::CUDA, &qwen3next::moe_combine);
 
+  // A dense projection of a few tokens (decode): out[N, M] = x[N, K] weight[M, K]^T, bf16, N <= 4, K a multiple of
+  // 8, N x K <= 16384; x's rows may be strided.
+  m.def("decode_linear(Tensor(a!) out, Tensor x, Tensor weight) -> ()");
+  m.impl("decode_linear", c10::DeviceType::CUDA, &qwen3next::decode_linear);
+
   // Before the gated attention (head dim 256), for a varlen batch (sequence s: rows [cu_seqlens[s],
   // cu_seqlens[s+1]), its last tokens, ending at context_lens[s]): q_out[N, Hq, 256] = rope(rmsnorm(q)), and
   // rope(rmsnorm(k)), v into key/value_cache[slots[s]] ([S, max_len, Hkv, 256]) at each token's position; q, k, v

@@ -34,7 +34,7 @@ struct MoeDecodeParams {
   float* router_partial;  // [kRouterSplits, N, E]: the router GEMM's K splits
   float* token_weight;  // [N, top_k + 1]: the renormalised route weights, then the shared gate
   int32_t* token_pair;  // [N, top_k + 1]: where each of the token's pairs sits in the grouped order
-  int32_t* pair_expert;  // [N * top_k]: the expert of each routed pair, in token order
+  int32_t* pair_expert;  // [N * top_k]: the expert of each routed pair, in token order (a route of several CTAs)
   int32_t* route_done;  // [1]: route CTAs finished (zeroed by the router pass)
   int32_t* pair_token;  // [P]: the token of each grouped pair
   int32_t* group_expert;  // [G]: the expert of each group (group 0: E, the shared expert)

@@ -121,6 +121,12 @@ __global__ void __launch_bounds__(kRouteThreads, 1) moe_route_kernel(const MoeDe
   __shared__ bool last_cta;
   const int num_experts = p.experts, top_k = p.top_k, tokens = p.tokens, routed_pairs = tokens * top_k;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, warp_token = blockIdx.x * kRouteWarps + warp;
+  int* counts = route_smem;
+  int* offsets = counts + num_experts;
+  int* pair_expert = offsets + num_experts;
+  int* pair_rank = pair_expert + routed_pairs;
+  for (int e = tid; e < num_experts; e += kRouteThreads) counts[e] = 0;
+  const bool one_cta = gridDim.x == 1;  // its pairs stay in shared memory
 
   // The shared expert's gate sigmoid(shared_expert_gate . x) of the warp's token, while the router pass still runs (x
   // was written two launches back); a lane's loads all issued at once.
@@ -186,30 +192,26 @@ __global__ void __launch_bounds__(kRouteThreads, 1) moe_route_kernel(const MoeDe
     if (lane == top_k) weights[top_k] = shared_gate[warp];
     if (lane < top_k) {
       weights[lane] = p.norm_topk_prob ? my_weight / chosen_sum : my_weight;
-      p.pair_expert[warp_token * top_k + lane] = my_expert;
+      (one_cta ? pair_expert : p.pair_expert)[warp_token * top_k + lane] = my_expert;
     }
   }
 
-  // The last CTA to get here groups the pairs of every CTA (fences before the count publish this CTA's writes, the
-  // one after it makes the others' visible).
-  __threadfence();
-  __syncthreads();
-  if (tid == 0) {
-    last_cta = gridDim.x == 1 || atomicAdd(p.route_done, 1) == gridDim.x - 1;
+  // With several CTAs the last one to get here groups the pairs of every CTA (fences before the count publish this
+  // CTA's writes, the one after it makes the others' visible); a lone CTA's barrier is all its pairs need.
+  if (!one_cta) {
     __threadfence();
+    __syncthreads();
+    if (tid == 0) {
+      last_cta = atomicAdd(p.route_done, 1) == gridDim.x - 1;
+      __threadfence();
+    }
+    __syncthreads();
+    if (!last_cta) return;
+    for (int i = tid; i < routed_pairs; i += kRouteThreads) pair_expert[i] = __ldcg(p.pair_expert + i);  // L2
   }
   __syncthreads();
-  if (!last_cta) return;
-  int* counts = route_smem;
-  int* offsets = counts + num_experts;
-  int* pair_expert = offsets + num_experts;
-  int* pair_rank = pair_expert + routed_pairs;
-  for (int e = tid; e < num_experts; e += kRouteThreads) counts[e] = 0;
-  __syncthreads();
   for (int i = tid; i < routed_pairs; i += kRouteThreads) {
-    const int expert = __ldcg(p.pair_expert + i);  // L2: other CTAs wrote it
-    pair_expert[i] = expert;
-    pair_rank[i] = atomicAdd(&counts[expert], 1);  // order within an expert: any
+    pair_rank[i] = atomicAdd(&counts[pair_expert[i]], 1);  // order within an expert: any
   }
   __syncthreads();
 

@@ -196,7 +196,7 @@ class Qwen3NextCUDA:
             residual, hidden = ops.rmsnorm_add(moe_out, residual, next_norm, eps)
         if not all_logits and batch.max_length > 1:  # with one token per sequence every row is a last token
             hidden = hidden[batch.cu_seqlens[1:].long() - 1]
-        return F.linear(hidden, self._model.lm_head).float()
+        return ops.linear(hidden, self._model.lm_head).float()
 
     def _gated_deltanet(self, i: int, x: torch.Tensor, cache: HybridCache, batch: _Batch) -> torch.Tensor:
         """DeltaNet mixer of layer i on the flat batch x [N, H]; both states of each slot are updated."""
@@ -208,7 +208,7 @@ class Qwen3NextCUDA:
         fused, sizes = self._in_proj[i]
         # column slices of the fused output: the ops take rows with a stride (the prefill kernels need them
         # 16-byte aligned, which ops.gdn_prefill sees to)
-        qkvz, ba = F.linear(x, fused).split(sizes, dim=-1)
+        qkvz, ba = ops.linear(x, fused).split(sizes, dim=-1)
         layer = dict(conv_weight=weight("conv1d.weight").squeeze(1), A_log=weight("A_log"),
                      dt_bias=weight("dt_bias"), norm_weight=weight("norm.weight"), eps=eps)
         if batch.max_length == 1:  # decode: one token per sequence
@@ -217,7 +217,7 @@ class Qwen3NextCUDA:
         else:
             out = ops.gdn_prefill(qkvz, ba, cache.conv[i], cache.recurrent[i], batch.slot_tensor, batch.cu_seqlens,
                                   max_seqlen=batch.max_length, **layer)
-        return F.linear(out, weight("out_proj.weight"))
+        return ops.linear(out, weight("out_proj.weight"))
 
     def _gated_attention(self, i: int, x: torch.Tensor, cache: HybridCache, batch: _Batch, cos: torch.Tensor,
                          sin: torch.Tensor) -> torch.Tensor:
@@ -229,7 +229,7 @@ class Qwen3NextCUDA:
             return self._model.weights[f"model.layers.{i}.self_attn.{name}"]
 
         fused, sizes = self._in_proj[i]
-        q, k, v = F.linear(x, fused).split(sizes, dim=-1)  # strided views: the attention kernels take them
+        q, k, v = ops.linear(x, fused).split(sizes, dim=-1)  # strided views: the attention kernels take them
         q, gate = q.unflatten(-1, (-1, 2 * head_dim)).chunk(2, dim=-1)
         k, v = (t.unflatten(-1, (-1, head_dim)) for t in (k, v))
         q = ops.attention_prepass(q, k, v, cos, sin, weight("q_norm.weight"), weight("k_norm.weight"), eps,
@@ -238,7 +238,7 @@ class Qwen3NextCUDA:
         out = ops.attention_varlen(q, cache.key[i], cache.value[i], batch.slot_tensor, batch.cu_seqlens,
                                    batch.context_lens, gate=gate, max_seqlen=batch.max_length,
                                    max_context=batch.max_context)
-        return F.linear(out.flatten(-2), weight("o_proj.weight"))
+        return ops.linear(out.flatten(-2), weight("o_proj.weight"))
 
     @torch.no_grad()
     def generate(

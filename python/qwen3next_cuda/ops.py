@@ -323,6 +323,27 @@ def attention_varlen(q: torch.Tensor, key_cache: torch.Tensor, value_cache: torc
     return out
 
 
+# ---- projections ------------------------------------------------------------------------------
+
+def _decode_linear_fits(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """The few-token kernel's cases (csrc/linear/decode_linear.h): bf16, at most 4 rows, K whole 16-byte vectors,
+    x's rows in 64 KiB of shared memory (fp32), 16-byte aligned rows."""
+    tokens, k = x.shape
+    return (_use_kernel(x, weight) and x.dtype == weight.dtype == torch.bfloat16 and 0 < tokens <= 4
+            and k % 8 == 0 and tokens * k <= 16384 and x.stride(-1) == 1 and weight.is_contiguous()
+            and (tokens == 1 or x.stride(0) % 8 == 0) and x.data_ptr() % 16 == 0 and weight.data_ptr() % 16 == 0)
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """x[..., K] weight[M, K]^T: a few bf16 rows (decode) on our chained kernel, anything else through cuBLAS."""
+    flat = x.reshape(-1, x.shape[-1])
+    if not _decode_linear_fits(flat, weight):
+        return F.linear(x, weight)
+    out = x.new_empty(*x.shape[:-1], weight.shape[0])
+    torch.ops.qwen3next.decode_linear(out.view(flat.shape[0], -1), flat, weight)
+    return out
+
+
 # ---- fake (meta) implementations: the ops only write their preallocated outputs ------------------
 
 if HAS_KERNELS:
@@ -367,6 +388,10 @@ if HAS_KERNELS:
 
     @torch.library.register_fake("qwen3next::moe_combine")
     def _(out, routed, pair_of, shared, gate):
+        return None
+
+    @torch.library.register_fake("qwen3next::decode_linear")
+    def _(out, x, weight):
         return None
 
     @torch.library.register_fake("qwen3next::attention_prepass")

@@ -6,6 +6,7 @@ The ground truth our kernels are tested against; it matches ``transformers.Qwen3
 
 from .attention import append_kv, attention, attention_prepass, attention_varlen
 from .conv import causal_conv1d, causal_conv1d_update, causal_conv1d_varlen
+from .linear import linear
 from .gdn import gated_delta_rule_chunked, gated_delta_rule_recurrent, gdn_decode, gdn_gating, gdn_prefill
 from .model import HybridCache, Qwen3NextReference
 from .moe import GATE_UP_BLOCK, MoEWeights, gate_up_halves, interleave_gate_up, moe, router_topk, split_gate_up
@@ -25,6 +26,7 @@ __all__ = [
     "gdn_decode",
     "gdn_gating",
     "gdn_prefill",
+    "linear",
     "GATE_UP_BLOCK",
     "MoEWeights",
     "gate_up_halves",
