@@ -17,7 +17,8 @@ void rmsnorm_gated(at::Tensor& out, const at::Tensor& x, const at::Tensor& z, co
 // gdn/
 void gdn_decode(at::Tensor& out, at::Tensor& conv_state, at::Tensor& recurrent_state, const at::Tensor& qkvz,
                 const at::Tensor& ba, const at::Tensor& slots, const at::Tensor& conv_weight, const at::Tensor& A_log,
-                const at::Tensor& dt_bias, const at::Tensor& norm_weight, double eps, bool update_state);
+                const at::Tensor& dt_bias, const at::Tensor& norm_weight, double eps, bool update_state,
+                bool zero_padding);
 void gdn_prefill(at::Tensor& out, at::Tensor& recurrent_state, const at::Tensor& qkv, const at::Tensor& z,
                  const at::Tensor& ba, const at::Tensor& cu_seqlens, const at::Tensor& slots, const at::Tensor& A_log,
                  const at::Tensor& dt_bias, const at::Tensor& norm_weight, double eps, int64_t max_seqlen);
@@ -53,6 +54,8 @@ void attention_prefill(at::Tensor& out, const at::Tensor& q, const at::Tensor& g
 void attention_decode(at::Tensor& out, const at::Tensor& q, const at::Tensor& gate, const at::Tensor& key_cache,
                       const at::Tensor& value_cache, const at::Tensor& slots, const at::Tensor& context_lens,
                       double scale, int64_t max_context);
+void rope_cos_sin(at::Tensor& cos, at::Tensor& sin, const at::Tensor& positions, const at::Tensor& inv_freq,
+                  double scale);
 // Whether attention_decode takes `rows` query rows per KV head on `device`: at most 64, and the split kernel's
 // shared memory fits (an A100's does not with 5-8 tokens per sequence).
 bool attention_decode_fits(int64_t device, int64_t rows);

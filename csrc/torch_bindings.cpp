@@ -27,10 +27,11 @@ TORCH_LIBRARY(qwen3next, m) {
   // Gated DeltaNet decode mixer for T = 1..8 tokens per sequence (python/qwen3next_cuda/cache.py):
   // qkvz[B, T, 2*Hk*128 + 2*Hv*128] ([q|k|v|z]), ba[B, T, 2*Hv] ([b|a]) -> out[B, T, Hv*128] =
   // gated_rmsnorm(delta_rule(conv1d_silu(qkv)), z); conv_state[S, 3, C] and recurrent_state[S, Hv, 128, 128]
-  // (fp32 or bf16, value-major) of slot slots[b] are read and, when update_state, written; slots outside [0, S) skip.
+  // (fp32 or bf16, value-major) of slot slots[b] are read and, when update_state, written; slots outside [0, S) skip
+  // (their output rows zeroed when zero_padding, else left as they are).
   m.def("gdn_decode(Tensor(a!) out, Tensor(b!) conv_state, Tensor(c!) recurrent_state, Tensor qkvz, Tensor ba, "
         "Tensor slots, Tensor conv_weight, Tensor A_log, Tensor dt_bias, Tensor norm_weight, float eps, "
-        "bool update_state) -> ()");
+        "bool update_state, bool zero_padding) -> ()");
   m.impl("gdn_decode", c10::DeviceType::CUDA, &qwen3next::gdn_decode);
 
   // Gated DeltaNet prefill after the conv (python/qwen3next_cuda/cache.py), chunked gated delta rule on tensor
@@ -80,10 +81,15 @@ TORCH_LIBRARY(qwen3next, m) {
   m.def("moe_combine(Tensor(a!) out, Tensor routed, Tensor pair_of, Tensor shared, Tensor gate) -> ()");
   m.impl("moe_combine", c10::DeviceType::CUDA, &qwen3next::moe_combine);
 
-  // A dense projection of a few tokens (decode): out[N, M] = x[N, K] weight[M, K]^T, bf16, N <= 4, K a multiple of
+  // A dense projection of a few tokens (decode): out[N, M] = x[N, K] weight[M, K]^T, bf16, N <= 2, K a multiple of
   // 8, N x K <= 16384; x's rows may be strided.
   m.def("decode_linear(Tensor(a!) out, Tensor x, Tensor weight) -> ()");
   m.impl("decode_linear", c10::DeviceType::CUDA, &qwen3next::decode_linear);
+
+  // RoPE tables (rotate half): cos[N, R] = cos(positions[N] * inv_freq[i % (R / 2)]) * scale, sin alike, fp32;
+  // positions int32 or int64, inv_freq[R / 2] fp32.
+  m.def("rope_cos_sin(Tensor(a!) cos, Tensor(b!) sin, Tensor positions, Tensor inv_freq, float scale) -> ()");
+  m.impl("rope_cos_sin", c10::DeviceType::CUDA, &qwen3next::rope_cos_sin);
 
   // Before the gated attention (head dim 256), for a varlen batch (sequence s: rows [cu_seqlens[s],
   // cu_seqlens[s+1]), its last tokens, ending at context_lens[s]): q_out[N, Hq, 256] = rope(rmsnorm(q)), and

@@ -14,6 +14,10 @@ from qwen3next_cuda import ops, reference
 from qwen3next_cuda.config import Qwen3NextConfig, RopeConfig
 from utils import assert_close, nan_like
 
+# default RoPE, and YaRN with an attention factor (cos / sin magnitudes above 1)
+ROPES = pytest.mark.parametrize("rope", [RopeConfig(), RopeConfig(type="yarn", factor=4.0, attention_factor=1.3,
+                                                                   original_max_position_embeddings=65536)],
+                                ids=["default", "yarn"])
 cuda = pytest.mark.cuda
 HEADS, KV_HEADS, DIM = 16, 2, 256
 
@@ -140,9 +144,7 @@ def test_bad_inputs():
 
 
 @cuda
-@pytest.mark.parametrize("rope", [RopeConfig(), RopeConfig(type="yarn", factor=4.0, attention_factor=1.3,
-                                                            original_max_position_embeddings=65536)],
-                         ids=["default", "yarn"])
+@ROPES
 def test_prepass_matches_reference(rope):
     """Positions past 32K; with YaRN the cos / sin tables carry its attention factor (magnitudes above 1)."""
     gen = torch.Generator().manual_seed(11)
@@ -217,3 +219,18 @@ def test_prefill_matches_reference(lengths, prefixes, kernel):
         ref = reference.attention_varlen(q[rows].float(), key_cache.float(), value_cache.float(), slots[s:s + 1], one,
                                          context[s:s + 1], gate=gate[rows].float())
         assert_close(out[rows].float(), ref, atol=2e-3, rtol=2e-2, max_rel_err=1e-2, name=f"sequence {s}")
+
+
+@cuda
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
+@ROPES
+def test_rope_tables_match_reference(rope, dtype):
+    """The tables' kernel against the torch expression, positions up to the longest context (large angles)."""
+    config = Qwen3NextConfig(rope=rope)
+    inv_freq, scale = reference.rope_inv_freq(config)
+    frequencies = (inv_freq.cuda(), scale)
+    positions = torch.cat([torch.tensor([0, 1, 262143]), torch.randint(0, 262144, (37,))]).to("cuda", dtype)
+    cos, sin = ops.rope_cos_sin(positions.view(5, 8), config, frequencies)
+    ref_cos, ref_sin = reference.rope_cos_sin(positions.view(5, 8), config, frequencies)
+    assert_close(cos, ref_cos, atol=1e-6, rtol=1e-6, name="cos")
+    assert_close(sin, ref_sin, atol=1e-6, rtol=1e-6, name="sin")

@@ -106,11 +106,14 @@ def test_kernel_matches_fp32_reference(dtype, heads, batch, tokens):
     fp32_conv, fp32_recurrent = conv_state.float(), recurrent.clone()  # and with every rounding removed
     fp32 = reference.gdn_decode(*_fp32(qkvz, ba, fp32_conv, fp32_recurrent, slots), eps=EPS,
                                 **dict(zip(layer, _fp32(*layer.values()))))
+    # without an output buffer (a fresh one; states left as they are): padding rows zeroed, as the reference's
+    fresh = ops.gdn_decode(qkvz, ba, conv_state, recurrent, slots, eps=EPS, update_state=False, **layer)
     out = nan_like(torch.empty(batch, tokens, value_heads * DIM, dtype=dtype, device="cuda"))
     ops.gdn_decode(qkvz, ba, conv_state, recurrent, slots, eps=EPS, out=out, **layer)
 
     valid = slots >= 0
     assert out[~valid].isnan().all(), "padding rows must be left as they are"
+    assert (fresh[~valid] == 0).all() and torch.equal(fresh[valid], out[valid]), "a fresh output's rows"
     assert_close(out[valid], same[valid], atol=2e-2, rtol=2e-2)
     assert torch.equal(conv_state, same_conv), "conv state"
     # elementwise loose: a conv output rounded to 16 bits the other way moves a few state entries
@@ -233,7 +236,7 @@ def test_bad_inputs():
         a = {**args, **changes}
         torch.ops.qwen3next.gdn_decode(a["out"], a["conv_state"], a["recurrent_state"], a["qkvz"], a["ba"], a["slots"],
                                        a["conv_weight"], a["A_log"], a["dt_bias"], a["norm_weight"], a["eps"],
-                                       a["update_state"])
+                                       a["update_state"], False)
 
     long = torch.zeros(2, 9, qkvz.shape[-1], dtype=torch.bfloat16, device="cuda")
     for changes, match in [

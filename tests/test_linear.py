@@ -9,8 +9,8 @@ from tests.utils import assert_close, nan_like
 
 cuda = pytest.mark.cuda
 # (out_features, in_features): the model's projections (DeltaNet in_proj, out_proj / o_proj, attention q/k/v), odd
-# row counts, the shortest K, K past one pass of the lanes' loads (4096), a K that fits 2 tokens only
-SHAPES = [(12352, 2048), (2048, 4096), (9216, 2048), (333, 8), (77, 264), (129, 4104), (50, 6144)]
+# row counts, the shortest K, K past one pass of the lanes' loads (4096), the longest K at 2 tokens
+SHAPES = [(12352, 2048), (2048, 4096), (9216, 2048), (333, 8), (77, 264), (129, 4104), (50, 8192)]
 
 
 def _inputs(tokens, rows, k, gen, x_pad=0):
@@ -25,11 +25,9 @@ def gen():
 
 
 @cuda
-@pytest.mark.parametrize("tokens", [1, 2, 3, 4])
+@pytest.mark.parametrize("tokens", [1, 2])
 @pytest.mark.parametrize("rows,k", SHAPES)
 def test_decode_linear_matches_fp32(tokens, rows, k, gen):
-    if tokens * k > 16384:
-        pytest.skip("x does not fit the kernel's shared memory")
     x, weight = _inputs(tokens, rows, k, gen, x_pad=24)  # x's rows strided
     out_wide = torch.full((tokens, rows + 8), float("nan"), device="cuda", dtype=torch.bfloat16)
     out = out_wide[:, :rows]  # strided output rows too
@@ -43,11 +41,11 @@ def test_decode_linear_matches_fp32(tokens, rows, k, gen):
 
 @cuda
 def test_linear_dispatch_and_graph(gen):
-    """ops.linear: the kernel for a few rows (any leading dims), cuBLAS past 4 tokens; a captured call replays."""
-    x, weight = _inputs(8, 2048, 4096, gen)
-    assert_close(ops.linear(x[:3].unsqueeze(1), weight), F.linear(x[:3], weight).unsqueeze(1).float(), atol=1e-2,
-                 rtol=1e-2, name="3 tokens")
-    assert torch.equal(ops.linear(x, weight), F.linear(x, weight)), "8 tokens should run cuBLAS"
+    """ops.linear: the kernel for 1 or 2 rows (any leading dims), cuBLAS past them; a captured call replays."""
+    x, weight = _inputs(3, 2048, 4096, gen)
+    assert_close(ops.linear(x[:2].unsqueeze(1), weight), F.linear(x[:2], weight).unsqueeze(1), atol=1e-2, rtol=1e-2,
+                 name="2 tokens")
+    assert torch.equal(ops.linear(x, weight), F.linear(x, weight)), "3 tokens should run cuBLAS"
     static_x = x[:1].clone()
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
@@ -59,11 +57,11 @@ def test_linear_dispatch_and_graph(gen):
 
 @cuda
 @pytest.mark.parametrize("case,message", [
-    ("tokens", "at most 4 tokens"), ("k", "multiple of 8"), ("dtype", "must be bfloat16"),
+    ("tokens", "at most 2 tokens"), ("k", "multiple of 8"), ("dtype", "must be bfloat16"),
     ("shape", "weight must be"), ("shared", "shared memory"), ("out", "out must have shape"),
 ])
 def test_decode_linear_bad_input(case, message, gen):
-    tokens, rows, k = {"tokens": (5, 64, 256), "k": (1, 64, 12), "shared": (4, 64, 8192)}.get(case, (2, 64, 256))
+    tokens, rows, k = {"tokens": (3, 64, 256), "k": (1, 64, 12), "shared": (2, 64, 8200)}.get(case, (2, 64, 256))
     x = torch.randn(tokens, k, device="cuda").bfloat16()
     weight = torch.randn(rows, k + (8 if case == "shape" else 0), device="cuda").bfloat16()
     out = torch.empty(tokens, rows + (1 if case == "out" else 0), device="cuda", dtype=torch.bfloat16)

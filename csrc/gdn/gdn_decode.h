@@ -25,6 +25,7 @@ struct GdnDecodeParams {
   int batch, tokens, key_heads, value_heads, num_slots;
   float eps;
   bool update_state;
+  bool zero_padding;  // padding sequences' output rows: zeros, else left as they are
   bool bf16_state;
 };
 

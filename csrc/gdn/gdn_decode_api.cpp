@@ -17,7 +17,8 @@ constexpr int64_t kHeadDim = 128, kConvWidth = 4, kMaxTokens = 8;
 
 void gdn_decode(at::Tensor& out, at::Tensor& conv_state, at::Tensor& recurrent_state, const at::Tensor& qkvz,
                 const at::Tensor& ba, const at::Tensor& slots, const at::Tensor& conv_weight, const at::Tensor& A_log,
-                const at::Tensor& dt_bias, const at::Tensor& norm_weight, double eps, bool update_state) {
+                const at::Tensor& dt_bias, const at::Tensor& norm_weight, double eps, bool update_state,
+                bool zero_padding) {
   QN_CHECK_CUDA(qkvz);
   for (const at::Tensor* t : std::initializer_list<const at::Tensor*>{
            &out, &conv_state, &recurrent_state, &ba, &slots, &conv_weight, &A_log, &dt_bias, &norm_weight}) {
@@ -100,6 +101,7 @@ void gdn_decode(at::Tensor& out, at::Tensor& conv_state, at::Tensor& recurrent_s
   p.num_slots = static_cast<int>(num_slots);
   p.eps = static_cast<float>(eps);
   p.update_state = update_state;
+  p.zero_padding = zero_padding;
 
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   if (dtype == at::kBFloat16) {

@@ -287,6 +287,11 @@ __global__ void __launch_bounds__(Traits::kThreads) gdn_decode_kernel(const GdnD
         const float y = o_s[t][col] * inv_rms_s[t] * to_float(norm_w[col]) * silu(z_s[t][col]);
         out[t * p.out_token_stride + col] = from_float<T>(y);
       }
+    } else if (p.zero_padding) {
+      T* out = static_cast<T*>(p.out) + seq * p.out_batch_stride + head * kDim;
+      for (int idx = tid; idx < num_tokens * kDim; idx += kThreads) {
+        out[idx / kDim * p.out_token_stride + idx % kDim] = from_float<T>(0.f);
+      }
     }
     seq = next_seq;
     slot = next_slot;

@@ -18,13 +18,11 @@ void launch(const DecodeLinearParams& p, cudaStream_t stream) {
 
 void run_decode_linear(const DecodeLinearParams& p, cudaStream_t stream) {
   if (p.tokens == 0 || p.rows == 0) return;
-  static_assert(kDecodeLinearMaxTokens == 4, "the instances below serve 1, 2 and up to 4 tokens");
+  static_assert(kDecodeLinearMaxTokens == 2, "the instances below serve 1 and 2 tokens");
   if (p.tokens == 1) {
     launch<1>(p, stream);
-  } else if (p.tokens == 2) {
-    launch<2>(p, stream);
   } else {
-    launch<4>(p, stream);
+    launch<2>(p, stream);
   }
 }
 

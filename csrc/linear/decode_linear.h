@@ -1,4 +1,4 @@
-// Dense projection for a few tokens (decode): out[N, M] = x[N, K] weight[M, K]^T in bf16, summed in fp32.
+// Dense projection of one or two tokens (decode): out[N, M] = x[N, K] weight[M, K]^T in bf16, summed in fp32.
 // A warp per weight row, the row's K spread over the lanes in 16-byte loads, every load of a row (up to K = 4096)
 // in flight at once. Launched chained (common/chain.cuh): the weights do not depend on the kernel before, so each
 // warp issues its row's loads before it awaits that kernel, and a projection's weights stream from memory while the
@@ -21,7 +21,7 @@ struct DecodeLinearParams {
 };
 
 // The kernel's limits (checked by the API): N tokens, K a whole number of 16-byte loads, x's rows in shared memory.
-constexpr int kDecodeLinearMaxTokens = 4;
+constexpr int kDecodeLinearMaxTokens = 2;  // at 4 the sums' FMAs, not the loads, set the time
 constexpr int kDecodeLinearVec = 8;  // bf16 per 16-byte load
 constexpr int kDecodeLinearMaxSharedBytes = 64 * 1024;  // x's rows in fp32: N x K <= 16384
 

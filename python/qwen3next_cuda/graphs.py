@@ -55,12 +55,12 @@ class DecodeGraphs:
         self.buckets = sorted({min(b, cache.max_batch) for b in buckets if b > 0})  # the cache's batch tops them
         largest, device = self.buckets[-1], model.device
         self._tokens = torch.zeros(largest, dtype=torch.long, device=device)
-        self._slots = torch.full((largest,), -1, dtype=torch.int32, device=device)
-        self._positions = torch.zeros(largest, dtype=torch.int32, device=device)  # the staging dtype: a plain copy
-        self._context_lens = torch.ones(largest, dtype=torch.int32, device=device)
+        # A bucket's slots, positions and context lengths: a [3, bucket] block at the front of one buffer, filled
+        # by one copy from the pinned staging buffer laid out alike (each copy is a step of the replay's chain)
+        self._inputs = torch.empty(3 * largest, dtype=torch.int32, device=device)
+        self._staging = torch.empty(3 * largest, dtype=torch.int32).pin_memory()
         self._cu_seqlens = torch.arange(largest + 1, dtype=torch.int32, device=device)
-        self._staging = torch.zeros(3, largest, dtype=torch.int32).pin_memory()  # slots, positions, context lengths
-        self._staged = torch.cuda.Event()  # the last copies out of the staging buffer are done
+        self._staged = torch.cuda.Event()  # the last copy out of the staging buffer is done
         self._graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self._logits: dict[int, torch.Tensor] = {}
         self._chosen: dict[int, torch.Tensor] = {}
@@ -73,6 +73,7 @@ class DecodeGraphs:
         stream.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(stream):
             for bucket in reversed(self.buckets):
+                _set_padding(self._inputs[:3 * bucket].view(3, bucket))
                 self._step(bucket)
         torch.cuda.current_stream(device).wait_stream(stream)
         pool = torch.cuda.graph_pool_handle()
@@ -89,10 +90,11 @@ class DecodeGraphs:
     def _step(self, bucket: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         from .model import _Batch
 
-        batch = _Batch(self._positions[:bucket], self._cu_seqlens[:bucket + 1], self._slots[:bucket],
-                       self._context_lens[:bucket], max_length=1, max_context=self.cache.max_len)
+        slots, positions, context_lens = self._inputs[:3 * bucket].view(3, bucket).unbind(0)
+        batch = _Batch(positions, self._cu_seqlens[:bucket + 1], slots, context_lens, max_length=1,
+                       max_context=self.cache.max_len)
         logits = self.model._step(self._tokens[:bucket], batch, self.cache, all_logits=False)
-        return logits, self._sampler(logits, self._slots[:bucket]) if self._sampler is not None else None
+        return logits, self._sampler(logits, slots) if self._sampler is not None else None
 
     @torch.no_grad()
     def decode(self, tokens: torch.Tensor, slots: Sequence[int]) -> torch.Tensor:
@@ -126,21 +128,24 @@ class DecodeGraphs:
         for slot in slots:
             self.cache.check_room(slot, 1)
         n = len(slots)
-        self._staged.synchronize()  # the previous step's copies have left the staging buffer
-        staged = self._staging[:, :bucket]
-        staged[0].fill_(-1)
-        staged[1].zero_()
-        staged[2].fill_(1)
+        self._staged.synchronize()  # the previous step's copy has left the staging buffer
+        staged = self._staging[:3 * bucket].view(3, bucket)
+        _set_padding(staged)
         lengths = [self.cache.lengths[slot] for slot in slots]
         staged[0, :n] = torch.tensor(slots, dtype=torch.int32)
         staged[1, :n] = torch.tensor(lengths, dtype=torch.int32)
         staged[2, :n] = staged[1, :n] + 1
-        self._slots[:bucket].copy_(staged[0], non_blocking=True)
-        self._positions[:bucket].copy_(staged[1], non_blocking=True)
-        self._context_lens[:bucket].copy_(staged[2], non_blocking=True)
+        self._inputs[:3 * bucket].copy_(self._staging[:3 * bucket], non_blocking=True)
         self._staged.record()
         self._tokens[:n].copy_(tokens, non_blocking=True)
         self._graphs[bucket].replay()
         for slot in slots:
             self.cache.lengths[slot] += 1
         return bucket, n
+
+
+def _set_padding(block: torch.Tensor) -> None:
+    """A bucket's [3, bucket] inputs all padding: slot -1, position 0, context length 1."""
+    block[0].fill_(-1)
+    block[1].zero_()
+    block[2].fill_(1)

@@ -25,7 +25,6 @@ from .reference import (  # noqa: F401  (ops without a kernel yet run the refere
     gated_delta_rule_chunked,
     gated_delta_rule_recurrent,
     gdn_gating,
-    rope_cos_sin,
     router_topk,
 )
 
@@ -101,10 +100,11 @@ def gdn_decode(qkvz: torch.Tensor, ba: torch.Tensor, conv_state: torch.Tensor, r
     if not _gdn_decode_kernel_fits(qkvz, recurrent_state, slots):
         return reference.gdn_decode(qkvz, ba, conv_state, recurrent_state, slots, conv_weight, A_log, dt_bias,
                                     norm_weight, eps, out, update_state)
-    if out is None:
-        out = qkvz.new_zeros(qkvz.shape[0], qkvz.shape[1], recurrent_state.shape[1] * GDN_HEAD_DIM)
+    fresh = out is None  # its padding rows zeroed by the kernel (a fill would be one more launch in the chain)
+    if fresh:
+        out = qkvz.new_empty(qkvz.shape[0], qkvz.shape[1], recurrent_state.shape[1] * GDN_HEAD_DIM)
     torch.ops.qwen3next.gdn_decode(out, conv_state, recurrent_state, qkvz, ba, slots, conv_weight, A_log, dt_bias,
-                                   norm_weight, eps, update_state)
+                                   norm_weight, eps, update_state, fresh)
     return out
 
 
@@ -326,22 +326,40 @@ def attention_varlen(q: torch.Tensor, key_cache: torch.Tensor, value_cache: torc
 # ---- projections ------------------------------------------------------------------------------
 
 def _decode_linear_fits(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """The few-token kernel's cases (csrc/linear/decode_linear.h): bf16, at most 4 rows, K whole 16-byte vectors,
+    """The few-token kernel's cases (csrc/linear/decode_linear.h): bf16, at most 2 rows, K whole 16-byte vectors,
     x's rows in 64 KiB of shared memory (fp32), 16-byte aligned rows."""
     tokens, k = x.shape
-    return (_use_kernel(x, weight) and x.dtype == weight.dtype == torch.bfloat16 and 0 < tokens <= 4
+    return (_use_kernel(x, weight) and x.dtype == weight.dtype == torch.bfloat16 and 0 < tokens <= 2
             and k % 8 == 0 and tokens * k <= 16384 and x.stride(-1) == 1 and weight.is_contiguous()
             and (tokens == 1 or x.stride(0) % 8 == 0) and x.data_ptr() % 16 == 0 and weight.data_ptr() % 16 == 0)
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """x[..., K] weight[M, K]^T: a few bf16 rows (decode) on our chained kernel, anything else through cuBLAS."""
+    """x[..., K] weight[M, K]^T: one or two bf16 rows (decode) on our chained kernel, anything else through cuBLAS
+    (at 4 rows cuBLAS is the faster: benchmarks/NOTES.md)."""
     flat = x.reshape(-1, x.shape[-1])
     if not _decode_linear_fits(flat, weight):
         return F.linear(x, weight)
     out = x.new_empty(*x.shape[:-1], weight.shape[0])
     torch.ops.qwen3next.decode_linear(out.view(flat.shape[0], -1), flat, weight)
     return out
+
+
+# ---- RoPE tables ----------------------------------------------------------------------------------
+
+
+def rope_cos_sin(positions: torch.Tensor, config, frequencies: tuple[torch.Tensor, float] | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    if frequencies is None or not (HAS_KERNELS and positions.is_cuda and frequencies[0].is_cuda
+                                   and positions.dtype in (torch.int32, torch.int64)
+                                   and frequencies[0].dtype == torch.float32):
+        return reference.rope_cos_sin(positions, config, frequencies)
+    inv_freq, scale = frequencies
+    cos = torch.empty(*positions.shape, 2 * inv_freq.shape[0], dtype=torch.float32, device=positions.device)
+    sin = torch.empty_like(cos)
+    torch.ops.qwen3next.rope_cos_sin(cos.view(-1, cos.shape[-1]), sin.view(-1, cos.shape[-1]),
+                                     positions.contiguous().view(-1), inv_freq.contiguous(), scale)
+    return cos, sin
 
 
 # ---- fake (meta) implementations: the ops only write their preallocated outputs ------------------
@@ -362,7 +380,7 @@ if HAS_KERNELS:
 
     @torch.library.register_fake("qwen3next::gdn_decode")
     def _(out, conv_state, recurrent_state, qkvz, ba, slots, conv_weight, A_log, dt_bias, norm_weight, eps,
-          update_state):
+          update_state, zero_padding):
         return None
 
     @torch.library.register_fake("qwen3next::gdn_prefill")
@@ -392,6 +410,10 @@ if HAS_KERNELS:
 
     @torch.library.register_fake("qwen3next::decode_linear")
     def _(out, x, weight):
+        return None
+
+    @torch.library.register_fake("qwen3next::rope_cos_sin")
+    def _(cos, sin, positions, inv_freq, scale):
         return None
 
     @torch.library.register_fake("qwen3next::attention_prepass")
