@@ -325,6 +325,7 @@ def attention_varlen(q: torch.Tensor, key_cache: torch.Tensor, value_cache: torc
 
 # ---- projections ------------------------------------------------------------------------------
 
+
 def _decode_linear_fits(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """The few-token kernel's cases (csrc/linear/decode_linear.h): bf16, at most 2 rows, K whole 16-byte vectors,
     x's rows in 64 KiB of shared memory (fp32), 16-byte aligned rows."""
