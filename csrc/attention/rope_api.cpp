@@ -25,7 +25,8 @@ void rope_cos_sin(at::Tensor& cos, at::Tensor& sin, const at::Tensor& positions,
   const int64_t tokens = positions.numel(), rotary_dim = 2 * inv_freq.size(0);
   QN_CHECK_SHAPE(cos, tokens, rotary_dim);
   QN_CHECK_SHAPE(sin, tokens, rotary_dim);
-  for (const at::Tensor* t : {&positions, &inv_freq}) QN_CHECK_CONTIGUOUS(*t);
+  QN_CHECK_CONTIGUOUS(positions);
+  QN_CHECK_CONTIGUOUS(inv_freq);
   QN_CHECK_CONTIGUOUS(cos);
   QN_CHECK_CONTIGUOUS(sin);
   TORCH_CHECK(tokens * rotary_dim <= std::numeric_limits<int>::max(), "rope_cos_sin: too many positions: ", tokens);

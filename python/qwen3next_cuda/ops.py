@@ -326,18 +326,23 @@ def attention_varlen(q: torch.Tensor, key_cache: torch.Tensor, value_cache: torc
 # ---- projections ------------------------------------------------------------------------------
 
 
+# The few-token kernel's limits (csrc/linear/decode_linear.h): rows (at 4, cuBLAS is the faster: benchmarks/NOTES.md),
+# and rows x K, x's rows in fp32 in 64 KiB of shared memory.
+DECODE_LINEAR_MAX_TOKENS, DECODE_LINEAR_MAX_ELEMENTS = 2, 16384
+
+
 def _decode_linear_fits(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """The few-token kernel's cases (csrc/linear/decode_linear.h): bf16, at most 2 rows, K whole 16-byte vectors,
-    x's rows in 64 KiB of shared memory (fp32), 16-byte aligned rows."""
+    """The few-token kernel's cases: bf16, its limits above, K whole 16-byte vectors, 16-byte aligned rows."""
     tokens, k = x.shape
-    return (_use_kernel(x, weight) and x.dtype == weight.dtype == torch.bfloat16 and 0 < tokens <= 2
-            and k % 8 == 0 and tokens * k <= 16384 and x.stride(-1) == 1 and weight.is_contiguous()
+    return (_use_kernel(x, weight) and x.dtype == weight.dtype == torch.bfloat16
+            and 0 < tokens <= DECODE_LINEAR_MAX_TOKENS and k % 8 == 0 and tokens * k <= DECODE_LINEAR_MAX_ELEMENTS
+            and x.stride(-1) == 1 and weight.is_contiguous()
             and (tokens == 1 or x.stride(0) % 8 == 0) and x.data_ptr() % 16 == 0 and weight.data_ptr() % 16 == 0)
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """x[..., K] weight[M, K]^T: one or two bf16 rows (decode) on our chained kernel, anything else through cuBLAS
-    (at 4 rows cuBLAS is the faster: benchmarks/NOTES.md)."""
+    """x[..., K] weight[M, K]^T: one or two bf16 rows (decode) on our chained kernel, anything else through
+    cuBLAS."""
     flat = x.reshape(-1, x.shape[-1])
     if not _decode_linear_fits(flat, weight):
         return F.linear(x, weight)
