@@ -10,7 +10,8 @@ using namespace moe_decode;
 namespace {
 
 // Chained launches (common/chain.cuh): each kernel's prologue (weights asked of L2, the shared gate, the groups
-// known two launches back) overlaps the tail of the one before.
+// known two launches back) overlaps the tail of the one before; with one token tile, gate_up, down and the combine go
+// on counters instead of the previous kernel's end (counted_chain).
 template <int kTokenTiles>
 void run_passes(const MoeDecodeParams& p, cudaStream_t stream) {
   const int widest = std::max(p.expert_width, p.shared_width);
@@ -22,8 +23,9 @@ void run_passes(const MoeDecodeParams& p, cudaStream_t stream) {
                  stream, p);
   launch_chained(moe_gemm_kernel<Pass::kDown, kTokenTiles>, dim3(p.hidden_size / kTileRows, p.max_groups), kThreads,
                  0, stream, p);
-  launch_chained(moe_combine_kernel, dim3(p.tokens, (p.hidden_size + kCombineColumns - 1) / kCombineColumns),
-                 kCombineThreads, 0, stream, p);
+  launch_chained(moe_combine_kernel<counted_chain(Pass::kDown, kTokenTiles)>,
+                 dim3(p.tokens, (p.hidden_size + kCombineColumns - 1) / kCombineColumns), kCombineThreads, 0, stream,
+                 p);
 }
 
 }  // namespace

@@ -9,8 +9,9 @@
 //   down     (row tile x group)    y = down h                                            -> expert_out [pairs, H]
 //   combine  (token x 512 columns) out = sum_k w_k y_k + sigmoid(shared gate) y_shared  (fixed order: deterministic)
 // The shared expert is the first group (expert id E, pairs [0, N)), holding every token. The five kernels are launched
-// chained (common/chain.cuh). The GEMMs run on tensor cores with the weights loaded straight from global memory into
-// mma fragments (see moe_decode_kernel.cuh).
+// chained (common/chain.cuh); at up to 8 tokens the last three start on counters that the route and gate_up publish.
+// The GEMMs run on tensor cores with the weights loaded straight from global memory into mma fragments (see
+// moe_decode_kernel.cuh).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -36,6 +37,8 @@ struct MoeDecodeParams {
   int32_t* token_pair;  // [N, top_k + 1]: where each of the token's pairs sits in the grouped order
   int32_t* pair_expert;  // [N * top_k]: the expert of each routed pair, in token order (a route of several CTAs)
   int32_t* route_done;  // [1]: route CTAs finished (zeroed by the router pass)
+  int32_t* route_ready;  // [1]: 1 once the route has published everything (zeroed by the router pass)
+  int32_t* gate_up_done;  // [G]: each group's gate_up CTAs finished (zeroed by the router pass)
   int32_t* pair_token;  // [P]: the token of each grouped pair
   int32_t* group_expert;  // [G]: the expert of each group (group 0: E, the shared expert)
   int32_t* group_start;  // [G + 1]: group g's pairs are [group_start[g], group_start[g + 1])

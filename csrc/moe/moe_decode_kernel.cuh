@@ -244,6 +244,8 @@ __global__ void __launch_bounds__(kRouteThreads, 1) moe_route_kernel(const MoeDe
     p.pair_token[token] = token;
     p.token_pair[token * (top_k + 1) + top_k] = token;
   }
+  __syncthreads();
+  if (tid == 0) count_done(p.route_ready);
 }
 
 // ---- expert GEMMs ------------------------------------------------------------------------------------------
@@ -279,35 +281,50 @@ __device__ __forceinline__ void mma_block(FragC& acc, const uint4 (&w)[2], const
 // kMaxTokenTiles.
 enum class Pass { kRouter, kGateUp, kDown };
 
+// With one token tile (few tokens) the block's time is its chain of kernels, so gate_up, down and the combine are
+// chained by counters: each starts as soon as what it reads is published (the route's route_ready, the gate_up CTAs
+// of a group for down) and awaits the kernel before it only at its end (common/chain.cuh). With more tokens a CTA's
+// round trip to a counter costs more than the chain saves (H100, N = 32: 540 -> 561 µs).
+__host__ __device__ constexpr bool counted_chain(Pass pass, int token_tiles) {
+  return pass != Pass::kRouter && token_tiles == 1;
+}
+
 template <Pass kPass, int kTokenTiles>
 __global__ void __launch_bounds__(kThreads, kTokenTiles == 1 ? 4 : 1) moe_gemm_kernel(const MoeDecodeParams p) {
   constexpr int kMats = kPass == Pass::kGateUp ? 2 : 1;
+  constexpr bool kCounted = counted_chain(kPass, kTokenTiles);
   __shared__ __align__(16) float partial[kWarps][kTokenTiles][32][4 * kMats];  // read as float4
   const int64_t hidden_size = p.hidden_size, hidden_stride = max(p.expert_width, p.shared_width);
   const int row0 = blockIdx.x * kTileRows;
   // The CTA's 16 weight rows of each matrix (row stride `stride`, k over [0, k_len) from mats[m]), its tokens
   // [begin, begin + count) of the grouped order (the router: every token) and, for the router, its K split.
   const bf16* mats[kMats];
-  int begin = 0, count = p.tokens, k_len = p.hidden_size, stride = p.hidden_size, split = 0;
+  int begin = 0, count = p.tokens, k_len = p.hidden_size, stride = p.hidden_size, split = 0, width = 0;
   bool waited = false;
+  const int group = blockIdx.y;
+  if constexpr (kCounted) let_next_kernel_launch();
   if constexpr (kPass == Pass::kRouter) {
     if (row0 >= p.experts) return;
     split = blockIdx.y;
     k_len = p.hidden_size / kRouterSplits;
     mats[0] = static_cast<const bf16*>(p.router) + int64_t(row0) * stride + int64_t(split) * k_len;
   } else {
-    // The group's expert and pairs come from the route kernel: two launches back for down, the previous one for
-    // gate_up, except for its first group, the shared expert with every token (pairs [0, N)), known beforehand.
-    const int group = blockIdx.y;
+    // The group's expert and pairs come from the route kernel (two launches back for down, the previous one for
+    // gate_up; counted: once route_ready says so), except for the first group, the shared expert with every token
+    // (pairs [0, N)), known beforehand.
     int expert = p.experts;
-    if (kPass == Pass::kDown || group > 0) {
-      if (kPass == Pass::kGateUp) await_previous_kernel(), waited = true;
+    if (group > 0) {
+      if (kCounted) {
+        wait_for_count(p.route_ready, 1);
+      } else if (kPass == Pass::kGateUp) {
+        await_previous_kernel(), waited = true;
+      }
       if (group >= *p.num_groups) return;
       expert = p.group_expert[group];
       begin = p.group_start[group], count = p.group_start[group + 1] - begin;
     }
     const bool shared = expert == p.experts;
-    const int width = shared ? p.shared_width : p.expert_width;  // the expert's intermediate size
+    width = shared ? p.shared_width : p.expert_width;  // the expert's intermediate size
     if constexpr (kPass == Pass::kGateUp) {
       if (row0 >= width) return;
       if (shared) {
@@ -328,11 +345,22 @@ __global__ void __launch_bounds__(kThreads, kTokenTiles == 1 ? 4 : 1) moe_gemm_k
   }
   if (!waited) {
     prefetch_first_round(mats, stride, k_len);
-    await_previous_kernel();  // x (router, gate_up), hidden (down)
+    if (!kCounted) {
+      await_previous_kernel();  // x (router, gate_up), hidden (down)
+    } else if (kPass == Pass::kDown) {
+      wait_for_count(p.gate_up_done + group, width / kTileRows);  // the group's h: one count per gate_up CTA
+    }
   }
-  if (kPass == Pass::kRouter && blockIdx.x + blockIdx.y + threadIdx.x == 0) *p.route_done = 0;  // route's count
+  if (kPass == Pass::kRouter && blockIdx.x + blockIdx.y == 0) {  // the route's and gate_up's counters
+    if (threadIdx.x == 0) *p.route_done = 0, *p.route_ready = 0;
+    for (int i = threadIdx.x; i < p.max_groups; i += kThreads) p.gate_up_done[i] = 0;
+  }
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int k_blocks = k_len / kBlockK;
+  // Down's h may be written while down runs (the group's count tells when): read through L2.
+  auto load_b = [](const bf16* src) {
+    return kPass == Pass::kDown ? __ldcg(reinterpret_cast<const uint4*>(src)) : load_16(src);
+  };
 
   for (int token0 = 0; token0 < count; token0 += kTokenTiles * 8) {
     const int tiles = min(kTokenTiles, (count - token0 + 7) / 8);
@@ -345,7 +373,8 @@ __global__ void __launch_bounds__(kThreads, kTokenTiles == 1 ? 4 : 1) moe_gemm_k
         if constexpr (kPass == Pass::kRouter) {
           b_rows[tt] = static_cast<const bf16*>(p.x) + j * hidden_size + int64_t(split) * k_len;
         } else if constexpr (kPass == Pass::kGateUp) {
-          b_rows[tt] = static_cast<const bf16*>(p.x) + int64_t(p.pair_token[begin + j]) * hidden_size;
+          const int token = group == 0 ? j : p.pair_token[begin + j];  // the shared expert's pairs are the tokens
+          b_rows[tt] = static_cast<const bf16*>(p.x) + int64_t(token) * hidden_size;
         } else {
           b_rows[tt] = static_cast<const bf16*>(p.hidden) + int64_t(begin + j) * hidden_stride;
         }
@@ -363,7 +392,7 @@ __global__ void __launch_bounds__(kThreads, kTokenTiles == 1 ? 4 : 1) moe_gemm_k
           w[d][m][0] = valid ? load_16(mats[m] + g * stride + k) : make_uint4(0, 0, 0, 0);
           w[d][m][1] = valid ? load_16(mats[m] + (g + 8) * stride + k) : make_uint4(0, 0, 0, 0);
         }
-        b0[d] = valid && b_rows[0] ? load_16(b_rows[0] + k) : make_uint4(0, 0, 0, 0);
+        b0[d] = valid && b_rows[0] ? load_b(b_rows[0] + k) : make_uint4(0, 0, 0, 0);
       }
 #pragma unroll
       for (int d = 0; d < kDepth; ++d) {
@@ -374,7 +403,7 @@ __global__ void __launch_bounds__(kThreads, kTokenTiles == 1 ? 4 : 1) moe_gemm_k
 #pragma unroll
         for (int tt = 1; tt < kTokenTiles; ++tt) {
           if (tt >= tiles) break;
-          const uint4 b = b_rows[tt] ? load_16(b_rows[tt] + k) : make_uint4(0, 0, 0, 0);
+          const uint4 b = b_rows[tt] ? load_b(b_rows[tt] + k) : make_uint4(0, 0, 0, 0);
 #pragma unroll
           for (int m = 0; m < kMats; ++m) mma_block(acc[m][tt], w[d][m], b);
         }
@@ -415,6 +444,10 @@ __global__ void __launch_bounds__(kThreads, kTokenTiles == 1 ? 4 : 1) moe_gemm_k
     }
     __syncthreads();  // `partial` is reused by the next pass
   }
+  if constexpr (kCounted) {
+    if (kPass == Pass::kGateUp && threadIdx.x == 0) count_done(p.gate_up_done + group);  // h published
+    wait_previous_kernel();
+  }
 }
 
 // ---- combine: out[token] = sum over its pairs, routed ones first, then the shared expert ------------------
@@ -423,12 +456,14 @@ __global__ void __launch_bounds__(kThreads, kTokenTiles == 1 ? 4 : 1) moe_gemm_k
 // memory first.
 constexpr int kCombineThreads = 128, kCombineColumns = 4 * kCombineThreads;
 
+template <bool kCounted>
 __global__ void __launch_bounds__(kCombineThreads) moe_combine_kernel(const MoeDecodeParams p) {
   constexpr int kMaxPairs = kMaxTopK + 1;
   __shared__ float weights[kMaxPairs];
   __shared__ int32_t positions[kMaxPairs];
   const int token = blockIdx.x, pairs = p.top_k + 1;
-  if (threadIdx.x < pairs) {  // the route kernel's, three launches back
+  if (kCounted) wait_for_count(p.route_ready, 1);  // else the route ended three launches back
+  if (threadIdx.x < pairs) {
     weights[threadIdx.x] = p.token_weight[int64_t(token) * pairs + threadIdx.x];
     positions[threadIdx.x] = p.token_pair[int64_t(token) * pairs + threadIdx.x];
   }
