@@ -76,8 +76,9 @@ void moe_decode(at::Tensor& out, const at::Tensor& x, const at::Tensor& router, 
   const int64_t pairs = tokens * (top_k + 1), routed = tokens * top_k, groups = std::min(experts, routed) + 1;
   const int64_t partial_count = kRouterSplits * tokens * experts, hidden_count = pairs * std::max(width, shared_width);
   const int64_t bytes = carved_bytes<float>(partial_count) + carved_bytes<float>(pairs) +
-                        2 * carved_bytes<int32_t>(pairs) + carved_bytes<int32_t>(routed) + 3 * carved_bytes<int32_t>(1) +
-                        2 * carved_bytes<int32_t>(groups) + carved_bytes<int32_t>(groups + 1) +
+                        2 * carved_bytes<int32_t>(pairs) + carved_bytes<int32_t>(routed) +
+                        3 * carved_bytes<int32_t>(1) + 2 * carved_bytes<int32_t>(groups) +
+                        carved_bytes<int32_t>(groups + 1) +
                         carved_bytes<at::BFloat16>(hidden_count) + carved_bytes<float>(pairs * hidden);
   const at::Tensor workspace = at::empty({bytes}, x.options().dtype(at::kByte));
   uint8_t* const base = workspace.data_ptr<uint8_t>();
