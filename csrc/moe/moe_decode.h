@@ -37,7 +37,7 @@ struct MoeDecodeParams {
   int32_t* token_pair;  // [N, top_k + 1]: where each of the token's pairs sits in the grouped order
   int32_t* pair_expert;  // [N * top_k]: the expert of each routed pair, in token order (a route of several CTAs)
   int32_t* route_done;  // [1]: route CTAs finished (zeroed by the router pass)
-  int32_t* route_ready;  // [1]: 1 once the route has published everything (zeroed by the router pass)
+  int32_t* route_ready;  // [1]: 1 once the route has published the groups, 2 the weights (zeroed by the router pass)
   int32_t* gate_up_done;  // [G]: each group's gate_up CTAs finished (zeroed by the router pass)
   int32_t* pair_token;  // [P]: the token of each grouped pair
   int32_t* group_expert;  // [G]: the expert of each group (group 0: E, the shared expert)

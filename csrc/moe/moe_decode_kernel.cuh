@@ -114,10 +114,40 @@ __device__ __forceinline__ float key_logit(unsigned key) {
 }
 __device__ __forceinline__ int key_expert(unsigned key) { return 0xFFFF - int(key & 0xFFFFu); }
 
+// The k-th largest of the warp's keys (k < top_k <= 16) in lane k: each lane sorts its keys (a bitonic network, all
+// in registers), then per round the warp's largest head is taken and its lane's list moves up by one, so that a
+// round is one warp reduction and a few independent selects (a warp max over all 16 keys a round took ~1.8 µs for 10).
+__device__ __forceinline__ unsigned warp_top_keys(unsigned (&key)[kLaneExperts], int top_k, int lane) {
+#pragma unroll
+  for (int size = 2; size <= kLaneExperts; size *= 2) {
+#pragma unroll
+    for (int stride = size / 2; stride > 0; stride /= 2) {
+#pragma unroll
+      for (int i = 0; i < kLaneExperts; ++i) {
+        const int j = i ^ stride;
+        if (j > i) {  // descending where (i & size) == 0, so that the last merge leaves the list largest first
+          const unsigned hi = max(key[i], key[j]), lo = min(key[i], key[j]);
+          const bool descending = (i & size) == 0;
+          key[i] = descending ? hi : lo, key[j] = descending ? lo : hi;
+        }
+      }
+    }
+  }
+  unsigned my_key = 0;
+  for (int k = 0; k < top_k; ++k) {
+    const unsigned best = __reduce_max_sync(0xffffffffu, key[0]);
+    const bool taken = key[0] == best;  // one lane: the keys are distinct (the expert id is in the low bits)
+#pragma unroll
+    for (int i = 0; i < kLaneExperts - 1; ++i) key[i] = taken ? key[i + 1] : key[i];
+    key[kLaneExperts - 1] = taken ? 0u : key[kLaneExperts - 1];
+    if (lane == k) my_key = best;
+  }
+  return my_key;
+}
+
 __global__ void __launch_bounds__(kRouteThreads, 1) moe_route_kernel(const MoeDecodeParams p) {
   extern __shared__ int route_smem[];
   __shared__ int warp_sums[kRouteWarps];
-  __shared__ float shared_gate[kRouteWarps];
   __shared__ bool last_cta;
   const int num_experts = p.experts, top_k = p.top_k, tokens = p.tokens, routed_pairs = tokens * top_k;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, warp_token = blockIdx.x * kRouteWarps + warp;
@@ -127,11 +157,36 @@ __global__ void __launch_bounds__(kRouteThreads, 1) moe_route_kernel(const MoeDe
   int* pair_rank = pair_expert + routed_pairs;
   for (int e = tid; e < num_experts; e += kRouteThreads) counts[e] = 0;
   const bool one_cta = gridDim.x == 1;  // its pairs stay in shared memory
+  await_previous_kernel();  // the router pass's partial logits (and its zeroed route_done)
 
-  // The shared expert's gate sigmoid(shared_expert_gate . x) of the warp's token, while the router pass still runs (x
-  // was written two launches back); a lane's loads all issued at once.
-  constexpr int kGateVectors = 8;  // 16-byte vectors per lane in flight: a hidden size of 2048 in one round trip
+  // A warp per token: top-k (largest first, ties to the lower id) over packed keys; lane k gets the k-th.
+  const int first_expert = kLaneExperts * lane;  // this lane's experts: first_expert + i
+  const bool valid = first_expert < num_experts;
+  float logit[kLaneExperts];
+  unsigned my_key = 0;
   if (warp_token < tokens) {
+    lane_router_logits(p, warp_token, lane, logit);
+    unsigned key[kLaneExperts];
+#pragma unroll
+    for (int i = 0; i < kLaneExperts; ++i) key[i] = valid ? topk_key(logit[i], first_expert + i) : 0u;
+    my_key = warp_top_keys(key, top_k, lane);
+  }
+  const int my_expert = min(key_expert(my_key), num_experts - 1);  // NaN logits: garbage, but in bounds
+
+  // The token's weights, once its experts are known: the softmax over all experts (its max: the first key's logit),
+  // the chosen ones' renormalised, and the shared expert's gate sigmoid(shared_expert_gate . x), a lane's loads of
+  // x and the gate all issued at once.
+  const auto write_weights = [&] {
+    if (warp_token >= tokens) return;
+    const float max_logit = key_logit(__shfl_sync(0xffffffffu, my_key, 0));
+    float sum = 0.f;
+#pragma unroll
+    for (int i = 0; i < kLaneExperts; ++i) sum += valid ? expf(logit[i] - max_logit) : 0.f;
+    sum = group_sum<32>(sum);
+    const float my_weight = expf(key_logit(my_key) - max_logit) * (1.f / sum);
+    float chosen_sum = 0.f;  // in rank order, as the reference adds them
+    for (int k = 0; k < top_k; ++k) chosen_sum += __shfl_sync(0xffffffffu, my_weight, k);
+    constexpr int kGateVectors = 8;  // 16-byte vectors per lane in flight: a hidden size of 2048 in one round trip
     const bf16* x = static_cast<const bf16*>(p.x) + int64_t(warp_token) * p.hidden_size;
     const bf16* w = static_cast<const bf16*>(p.shared_expert_gate);
     float gate = 0.f;
@@ -154,51 +209,19 @@ __global__ void __launch_bounds__(kRouteThreads, 1) moe_route_kernel(const MoeDe
       }
     }
     gate = group_sum<32>(gate);
-    if (lane == 0) shared_gate[warp] = 1.f / (1.f + expf(-gate));
-  }
-  __syncwarp();
-  await_previous_kernel();  // the router pass's partial logits (and its zeroed route_done)
-
-  // A warp per token: top-k (largest first, ties to the lower id) by one warp max per round over packed keys, then
-  // the softmax over all experts (its max: the first key's logit) and the chosen ones' weights, renormalised.
-  const int first_expert = kLaneExperts * lane;  // this lane's experts: first_expert + i
-  const bool valid = first_expert < num_experts;
-  if (warp_token < tokens) {
-    float logit[kLaneExperts];
-    lane_router_logits(p, warp_token, lane, logit);
-    unsigned key[kLaneExperts];
-#pragma unroll
-    for (int i = 0; i < kLaneExperts; ++i) key[i] = valid ? topk_key(logit[i], first_expert + i) : 0u;
-    unsigned my_key = 0;  // lane k: the k-th largest
-    for (int k = 0; k < top_k; ++k) {
-      unsigned best = 0;
-#pragma unroll
-      for (int i = 0; i < kLaneExperts; ++i) best = max(best, key[i]);
-      best = __reduce_max_sync(0xffffffffu, best);
-#pragma unroll
-      for (int i = 0; i < kLaneExperts; ++i) key[i] = key[i] == best ? 0u : key[i];  // taken
-      if (lane == k) my_key = best;
-    }
-    const float max_logit = key_logit(__shfl_sync(0xffffffffu, my_key, 0));
-    float sum = 0.f;
-#pragma unroll
-    for (int i = 0; i < kLaneExperts; ++i) sum += valid ? expf(logit[i] - max_logit) : 0.f;
-    sum = group_sum<32>(sum);
-    const float my_weight = expf(key_logit(my_key) - max_logit) * (1.f / sum);
-    float chosen_sum = 0.f;  // in rank order, as the reference adds them
-    for (int k = 0; k < top_k; ++k) chosen_sum += __shfl_sync(0xffffffffu, my_weight, k);
-    const int my_expert = min(key_expert(my_key), num_experts - 1);  // NaN logits: garbage, but in bounds
     float* weights = p.token_weight + int64_t(warp_token) * (top_k + 1);
-    if (lane == top_k) weights[top_k] = shared_gate[warp];
-    if (lane < top_k) {
-      weights[lane] = p.norm_topk_prob ? my_weight / chosen_sum : my_weight;
-      (one_cta ? pair_expert : p.pair_expert)[warp_token * top_k + lane] = my_expert;
-    }
-  }
+    if (lane == top_k) weights[top_k] = 1.f / (1.f + expf(-gate));
+    if (lane < top_k) weights[lane] = p.norm_topk_prob ? my_weight / chosen_sum : my_weight;
+  };
 
   // With several CTAs the last one to get here groups the pairs of every CTA (fences before the count publish this
-  // CTA's writes, the one after it makes the others' visible); a lone CTA's barrier is all its pairs need.
+  // CTA's writes, the one after it makes the others' visible); a lone CTA's barrier is all its pairs need, and it
+  // publishes the groups (route_ready 1, what the GEMMs wait for) before the weights (2, the combine's).
+  if (warp_token < tokens && lane < top_k) {
+    (one_cta ? pair_expert : p.pair_expert)[warp_token * top_k + lane] = my_expert;
+  }
   if (!one_cta) {
+    write_weights();
     __threadfence();
     __syncthreads();
     if (tid == 0) {
@@ -209,43 +232,59 @@ __global__ void __launch_bounds__(kRouteThreads, 1) moe_route_kernel(const MoeDe
     if (!last_cta) return;
     for (int i = tid; i < routed_pairs; i += kRouteThreads) pair_expert[i] = __ldcg(p.pair_expert + i);  // L2
   }
-  __syncthreads();
-  for (int i = tid; i < routed_pairs; i += kRouteThreads) {
-    pair_rank[i] = atomicAdd(&counts[pair_expert[i]], 1);  // order within an expert: any
-  }
-  __syncthreads();
+  if (tokens == 1) {
+    // One token: its experts are distinct, each its own group, in rank order (no counts, no scans). The shared
+    // expert is group 0 with pair 0.
+    if (warp == 0 && lane <= top_k) {
+      const int group = lane + 1;
+      if (lane < top_k) p.group_expert[group] = my_expert, p.pair_token[group] = 0;
+      p.group_start[group] = group;
+      p.token_pair[lane] = lane < top_k ? group : 0;
+      if (lane == 0) p.group_expert[0] = num_experts, p.group_start[0] = 0, p.pair_token[0] = 0;
+      if (lane == 0) *p.num_groups = top_k + 1;
+    }
+  } else {
+    __syncthreads();
+    for (int i = tid; i < routed_pairs; i += kRouteThreads) {
+      pair_rank[i] = atomicAdd(&counts[pair_expert[i]], 1);  // order within an expert: any
+    }
+    __syncthreads();
 
-  // Groups: the shared expert first, with every token (pairs [0, N): its GEMM CTAs need nothing of this kernel's to
-  // start), then the experts with tokens, in id order.
-  const int count = tid < num_experts ? counts[tid] : 0;
-  int routed = 0, active = 0;
-  const int offset = tokens + block_exclusive_scan(count, warp_sums, routed);
-  const int group = 1 + block_exclusive_scan(count > 0, warp_sums, active);
-  if (tid < num_experts) {
-    offsets[tid] = offset;
-    if (count > 0) {
-      p.group_expert[group] = tid;
-      p.group_start[group] = offset;
+    // Groups: the shared expert first, with every token (pairs [0, N): its GEMM CTAs need nothing of this kernel's
+    // to start), then the experts with tokens, in id order.
+    const int count = tid < num_experts ? counts[tid] : 0;
+    int routed = 0, active = 0;
+    const int offset = tokens + block_exclusive_scan(count, warp_sums, routed);
+    const int group = 1 + block_exclusive_scan(count > 0, warp_sums, active);
+    if (tid < num_experts) {
+      offsets[tid] = offset;
+      if (count > 0) {
+        p.group_expert[group] = tid;
+        p.group_start[group] = offset;
+      }
+    }
+    if (tid == 0) {
+      p.group_expert[0] = num_experts;
+      p.group_start[0] = 0;
+      p.group_start[active + 1] = tokens + routed_pairs;
+      *p.num_groups = active + 1;
+    }
+    __syncthreads();
+    for (int i = tid; i < routed_pairs; i += kRouteThreads) {
+      const int token = i / top_k, k = i % top_k, position = offsets[pair_expert[i]] + pair_rank[i];
+      p.pair_token[position] = token;
+      p.token_pair[token * (top_k + 1) + k] = position;
+    }
+    for (int token = tid; token < tokens; token += kRouteThreads) {
+      p.pair_token[token] = token;
+      p.token_pair[token * (top_k + 1) + top_k] = token;
     }
   }
-  if (tid == 0) {
-    p.group_expert[0] = num_experts;
-    p.group_start[0] = 0;
-    p.group_start[active + 1] = tokens + routed_pairs;
-    *p.num_groups = active + 1;
-  }
   __syncthreads();
-  for (int i = tid; i < routed_pairs; i += kRouteThreads) {
-    const int token = i / top_k, k = i % top_k, position = offsets[pair_expert[i]] + pair_rank[i];
-    p.pair_token[position] = token;
-    p.token_pair[token * (top_k + 1) + k] = position;
-  }
-  for (int token = tid; token < tokens; token += kRouteThreads) {
-    p.pair_token[token] = token;
-    p.token_pair[token * (top_k + 1) + top_k] = token;
-  }
+  if (tid == 0) count_done(p.route_ready);  // 1: the groups
+  if (one_cta) write_weights();  // (several CTAs wrote theirs before the count)
   __syncthreads();
-  if (tid == 0) count_done(p.route_ready);
+  if (tid == 0) count_done(p.route_ready);  // 2: the weights
 }
 
 // ---- expert GEMMs ------------------------------------------------------------------------------------------
@@ -462,7 +501,7 @@ __global__ void __launch_bounds__(kCombineThreads) moe_combine_kernel(const MoeD
   __shared__ float weights[kMaxPairs];
   __shared__ int32_t positions[kMaxPairs];
   const int token = blockIdx.x, pairs = p.top_k + 1;
-  if (kCounted) wait_for_count(p.route_ready, 1);  // else the route ended three launches back
+  if (kCounted) wait_for_count(p.route_ready, 2);  // the weights; else the route ended three launches back
   if (threadIdx.x < pairs) {
     weights[threadIdx.x] = p.token_weight[int64_t(token) * pairs + threadIdx.x];
     positions[threadIdx.x] = p.token_pair[int64_t(token) * pairs + threadIdx.x];
