@@ -358,9 +358,12 @@ __global__ void __launch_bounds__(kThreads, kTokenTiles == 1 ? 4 : 1) moe_gemm_k
       } else if (kPass == Pass::kGateUp) {
         await_previous_kernel(), waited = true;
       }
-      if (group >= *p.num_groups) return;
-      expert = p.group_expert[group];
-      begin = p.group_start[group], count = p.group_start[group + 1] - begin;
+      // The count, expert and bounds in one round trip (all in bounds: group < max_groups): the exit test reads all
+      // four, so the compiler cannot sink three of them past it into a second round trip.
+      const int groups = *p.num_groups, group_expert = p.group_expert[group];
+      const int first = p.group_start[group], end = p.group_start[group + 1];
+      if ((group >= groups) | (group_expert < 0) | (end <= first)) return;
+      expert = group_expert, begin = first, count = end - first;
     }
     const bool shared = expert == p.experts;
     width = shared ? p.shared_width : p.expert_width;  // the expert's intermediate size
