@@ -148,6 +148,7 @@ __device__ __forceinline__ unsigned warp_top_keys(unsigned (&key)[kLaneExperts],
 __global__ void __launch_bounds__(kRouteThreads, 1) moe_route_kernel(const MoeDecodeParams p) {
   extern __shared__ int route_smem[];
   __shared__ int warp_sums[kRouteWarps];
+  __shared__ float shared_gate[kRouteWarps];
   __shared__ bool last_cta;
   const int num_experts = p.experts, top_k = p.top_k, tokens = p.tokens, routed_pairs = tokens * top_k;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, warp_token = blockIdx.x * kRouteWarps + warp;
@@ -157,37 +158,14 @@ __global__ void __launch_bounds__(kRouteThreads, 1) moe_route_kernel(const MoeDe
   int* pair_rank = pair_expert + routed_pairs;
   for (int e = tid; e < num_experts; e += kRouteThreads) counts[e] = 0;
   const bool one_cta = gridDim.x == 1;  // its pairs stay in shared memory
-  await_previous_kernel();  // the router pass's partial logits (and its zeroed route_done)
 
-  // A warp per token: top-k (largest first, ties to the lower id) over packed keys; lane k gets the k-th.
-  const int first_expert = kLaneExperts * lane;  // this lane's experts: first_expert + i
-  const bool valid = first_expert < num_experts;
-  float logit[kLaneExperts];
-  unsigned my_key = 0;
-  if (warp_token < tokens) {
-    lane_router_logits(p, warp_token, lane, logit);
-    unsigned key[kLaneExperts];
-#pragma unroll
-    for (int i = 0; i < kLaneExperts; ++i) key[i] = valid ? topk_key(logit[i], first_expert + i) : 0u;
-    my_key = warp_top_keys(key, top_k, lane);
-  }
-  const int my_expert = min(key_expert(my_key), num_experts - 1);  // NaN logits: garbage, but in bounds
-
-  // The token's weights, once its experts are known: the softmax over all experts (its max: the first key's logit),
-  // the chosen ones' renormalised, and the shared expert's gate sigmoid(shared_expert_gate . x), a lane's loads of
-  // x and the gate all issued at once.
-  const auto write_weights = [&] {
-    if (warp_token >= tokens) return;
-    const float max_logit = key_logit(__shfl_sync(0xffffffffu, my_key, 0));
-    float sum = 0.f;
-#pragma unroll
-    for (int i = 0; i < kLaneExperts; ++i) sum += valid ? expf(logit[i] - max_logit) : 0.f;
-    sum = group_sum<32>(sum);
-    const float my_weight = expf(key_logit(my_key) - max_logit) * (1.f / sum);
-    float chosen_sum = 0.f;  // in rank order, as the reference adds them
-    for (int k = 0; k < top_k; ++k) chosen_sum += __shfl_sync(0xffffffffu, my_weight, k);
+  // The shared expert's gate sigmoid(shared_expert_gate . x) of the CTA's token t, by warp (t + 8) % 16 while the
+  // router pass still runs (x was written two launches back): at up to 8 tokens not by the warp whose top-k waits
+  // for the router. A lane's loads all issued at once.
+  const int gate_slot = (warp + kRouteWarps / 2) % kRouteWarps, gate_token = blockIdx.x * kRouteWarps + gate_slot;
+  if (gate_token < tokens) {
     constexpr int kGateVectors = 8;  // 16-byte vectors per lane in flight: a hidden size of 2048 in one round trip
-    const bf16* x = static_cast<const bf16*>(p.x) + int64_t(warp_token) * p.hidden_size;
+    const bf16* x = static_cast<const bf16*>(p.x) + int64_t(gate_token) * p.hidden_size;
     const bf16* w = static_cast<const bf16*>(p.shared_expert_gate);
     float gate = 0.f;
     for (int c0 = 8 * lane; c0 < p.hidden_size; c0 += 8 * 32 * kGateVectors) {
@@ -209,8 +187,38 @@ __global__ void __launch_bounds__(kRouteThreads, 1) moe_route_kernel(const MoeDe
       }
     }
     gate = group_sum<32>(gate);
+    if (lane == 0) shared_gate[gate_slot] = 1.f / (1.f + expf(-gate));
+  }
+  await_previous_kernel();  // the router pass's partial logits (and its zeroed route_done)
+
+  // A warp per token: top-k (largest first, ties to the lower id) over packed keys; lane k gets the k-th.
+  const int first_expert = kLaneExperts * lane;  // this lane's experts: first_expert + i
+  const bool valid = first_expert < num_experts;
+  float logit[kLaneExperts];
+  unsigned my_key = 0;
+  if (warp_token < tokens) {
+    lane_router_logits(p, warp_token, lane, logit);
+    unsigned key[kLaneExperts];
+#pragma unroll
+    for (int i = 0; i < kLaneExperts; ++i) key[i] = valid ? topk_key(logit[i], first_expert + i) : 0u;
+    my_key = warp_top_keys(key, top_k, lane);
+  }
+  const int my_expert = min(key_expert(my_key), num_experts - 1);  // NaN logits: garbage, but in bounds
+
+  // The token's weights, once its experts are known: the softmax over all experts (its max: the first key's logit),
+  // the chosen ones' renormalised, and the shared expert's gate.
+  const auto write_weights = [&] {
+    if (warp_token >= tokens) return;
+    const float max_logit = key_logit(__shfl_sync(0xffffffffu, my_key, 0));
+    float sum = 0.f;
+#pragma unroll
+    for (int i = 0; i < kLaneExperts; ++i) sum += valid ? expf(logit[i] - max_logit) : 0.f;
+    sum = group_sum<32>(sum);
+    const float my_weight = expf(key_logit(my_key) - max_logit) * (1.f / sum);
+    float chosen_sum = 0.f;  // in rank order, as the reference adds them
+    for (int k = 0; k < top_k; ++k) chosen_sum += __shfl_sync(0xffffffffu, my_weight, k);
     float* weights = p.token_weight + int64_t(warp_token) * (top_k + 1);
-    if (lane == top_k) weights[top_k] = 1.f / (1.f + expf(-gate));
+    if (lane == top_k) weights[top_k] = shared_gate[warp];
     if (lane < top_k) weights[lane] = p.norm_topk_prob ? my_weight / chosen_sum : my_weight;
   };
 
@@ -221,6 +229,7 @@ __global__ void __launch_bounds__(kRouteThreads, 1) moe_route_kernel(const MoeDe
     (one_cta ? pair_expert : p.pair_expert)[warp_token * top_k + lane] = my_expert;
   }
   if (!one_cta) {
+    __syncthreads();  // shared_gate
     write_weights();
     __threadfence();
     __syncthreads();
@@ -282,7 +291,7 @@ __global__ void __launch_bounds__(kRouteThreads, 1) moe_route_kernel(const MoeDe
   }
   __syncthreads();
   if (tid == 0) count_done(p.route_ready);  // 1: the groups
-  if (one_cta) write_weights();  // (several CTAs wrote theirs before the count)
+  if (one_cta) write_weights();  // (several CTAs wrote theirs before the count; the barrier above: shared_gate)
   __syncthreads();
   if (tid == 0) count_done(p.route_ready);  // 2: the weights
 }
@@ -415,7 +424,9 @@ __global__ void __launch_bounds__(kThreads, kTokenTiles == 1 ? 4 : 1) moe_gemm_k
         if constexpr (kPass == Pass::kRouter) {
           b_rows[tt] = static_cast<const bf16*>(p.x) + j * hidden_size + int64_t(split) * k_len;
         } else if constexpr (kPass == Pass::kGateUp) {
-          const int token = group == 0 ? j : p.pair_token[begin + j];  // the shared expert's pairs are the tokens
+          // The shared expert's pairs are the tokens; one token's pairs are all token 0: no round trip to pair_token
+          // before the first weight load.
+          const int token = group == 0 || p.tokens == 1 ? j : p.pair_token[begin + j];
           b_rows[tt] = static_cast<const bf16*>(p.x) + int64_t(token) * hidden_size;
         } else {
           b_rows[tt] = static_cast<const bf16*>(p.hidden) + int64_t(begin + j) * hidden_stride;
