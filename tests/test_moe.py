@@ -73,6 +73,35 @@ def test_kernel_matches_reference(shape, tokens, skewed, norm_topk_prob):
     assert torch.equal(ops.moe(x, weights, shape["top_k"], norm_topk_prob), out)  # repeated runs are identical
 
 
+@cuda
+@pytest.mark.parametrize("shape", [MODEL, TINY], ids=["model", "tiny"])
+@pytest.mark.parametrize("tokens", [1, 3, 17])
+@pytest.mark.parametrize("ties", ["all", "pairs"])
+def test_tied_logits_go_to_the_lower_expert(shape, tokens, ties):
+    """Equal logits (bf16 ties are common among 512 experts) are taken lower expert id first, the route's key order:
+    a zero router ties every logit (the experts 0 .. k-1, equal weights), a router of repeated rows (row 2i + 1 =
+    row 2i) ties each logit with its partner. Compared with the reference mixing the experts of a stable sort."""
+    top_k = shape["top_k"]
+    gen = torch.Generator().manual_seed(tokens + shape["hidden"] + len(ties))
+    x, weights = make_case(gen, shape, tokens)
+    router = weights.router.clone()
+    if ties == "all":
+        router.zero_()
+    else:
+        router[1::2] = router[::2]
+    weights = weights._replace(router=router)
+    logits = torch.nn.functional.linear(x, router).float()
+    expert_ids = torch.sort(logits, dim=-1, descending=True, stable=True).indices[:, :top_k]
+    route_weights = torch.softmax(logits, dim=-1).gather(-1, expert_ids)
+    route_weights /= route_weights.sum(-1, keepdim=True)
+    expected = reference.mix_experts(x, weights, route_weights, expert_ids).float()
+    out = ops.moe(x, weights, top_k, True).float()
+    kept = ~routing_is_a_toss_up(x, weights, top_k)
+    assert kept.float().mean() >= 0.9
+    rms = float(expected[kept].norm()) / expected[kept].numel() ** 0.5
+    assert_close(out[kept], expected[kept], atol=8 * 2.5e-3 * rms, rtol=2e-2, max_rel_err=5e-3)
+
+
 def assert_matches_reference(out, x, weights, top_k, norm_topk_prob, error=2.5e-3, tokens=None):
     """``error``: the path's expected bf16 error relative to the output's RMS (Gaussian). The few-token kernels
     round the hidden activation and the output only: about 0.25% (H100: relative norm error <= 0.29%); the

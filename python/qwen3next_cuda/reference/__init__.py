@@ -9,7 +9,8 @@ from .conv import causal_conv1d, causal_conv1d_update, causal_conv1d_varlen
 from .linear import linear
 from .gdn import gated_delta_rule_chunked, gated_delta_rule_recurrent, gdn_decode, gdn_gating, gdn_prefill
 from .model import HybridCache, Qwen3NextReference
-from .moe import GATE_UP_BLOCK, MoEWeights, gate_up_halves, interleave_gate_up, moe, router_topk, split_gate_up
+from .moe import (GATE_UP_BLOCK, MoEWeights, gate_up_halves, interleave_gate_up, mix_experts, moe, router_topk,
+                  split_gate_up)
 from .norm import rmsnorm, rmsnorm_add, rmsnorm_gated
 from .rope import apply_partial_rope, rope_cos_sin, rope_inv_freq
 
@@ -32,6 +33,7 @@ __all__ = [
     "gate_up_halves",
     "interleave_gate_up",
     "moe",
+    "mix_experts",
     "router_topk",
     "split_gate_up",
     "rmsnorm",

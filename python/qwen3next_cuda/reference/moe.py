@@ -96,7 +96,13 @@ def moe(x: torch.Tensor, weights: MoEWeights, top_k: int, norm_topk_prob: bool) 
     x: [N, H]; weights: :class:`MoEWeights`. The router logits are computed in x.dtype (as transformers
     does, so low-precision runs pick the same experts), everything else in fp32. Returns [N, H] in x.dtype.
     """
-    route_weights, expert_ids = router_topk(F.linear(x, weights.router), top_k, norm_topk_prob)
+    return mix_experts(x, weights, *router_topk(F.linear(x, weights.router), top_k, norm_topk_prob))
+
+
+def mix_experts(x: torch.Tensor, weights: MoEWeights, route_weights: torch.Tensor,
+                expert_ids: torch.Tensor) -> torch.Tensor:
+    """:func:`moe` for a given routing: ``sum_k route_weights[:, k] expert_{expert_ids[:, k]}(x)`` plus the gated
+    shared expert, in fp32. route_weights, expert_ids: [N, top_k]. Returns [N, H] in x.dtype."""
     x32 = x.float()
     out = torch.sigmoid(F.linear(x32, weights.shared_expert_gate.float())) * _swiglu(
         x32, weights.shared_gate, weights.shared_up, weights.shared_down)
