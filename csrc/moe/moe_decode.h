@@ -39,7 +39,8 @@ struct MoeDecodeParams {
   int32_t* route_done;  // [1]: route CTAs finished (zeroed by the router pass)
   int32_t* route_ready;  // [1]: 1 once the route has published the groups, 2 the weights (zeroed by the router pass)
   int32_t* gate_up_done;  // [G]: each group's gate_up CTAs finished (zeroed by the router pass)
-  int32_t* pair_token;  // [P]: the token of each grouped pair
+  int32_t* pair_token;  // [P]: the token of each grouped pair, written only where gate_up cannot know it (not for
+                        // the shared expert's pairs [0, N), nor for one token's)
   int32_t* group_expert;  // [G]: the expert of each group (group 0: E, the shared expert)
   int32_t* group_start;  // [G + 1]: group g's pairs are [group_start[g], group_start[g + 1])
   int32_t* num_groups;  // [1]

@@ -246,10 +246,10 @@ __global__ void __launch_bounds__(kRouteThreads, 1) moe_route_kernel(const MoeDe
     // expert is group 0 with pair 0.
     if (warp == 0 && lane <= top_k) {
       const int group = lane + 1;
-      if (lane < top_k) p.group_expert[group] = my_expert, p.pair_token[group] = 0;
+      if (lane < top_k) p.group_expert[group] = my_expert;
       p.group_start[group] = group;
       p.token_pair[lane] = lane < top_k ? group : 0;
-      if (lane == 0) p.group_expert[0] = num_experts, p.group_start[0] = 0, p.pair_token[0] = 0;
+      if (lane == 0) p.group_expert[0] = num_experts, p.group_start[0] = 0;
       if (lane == 0) *p.num_groups = top_k + 1;
     }
   } else {
@@ -284,10 +284,7 @@ __global__ void __launch_bounds__(kRouteThreads, 1) moe_route_kernel(const MoeDe
       p.pair_token[position] = token;
       p.token_pair[token * (top_k + 1) + k] = position;
     }
-    for (int token = tid; token < tokens; token += kRouteThreads) {
-      p.pair_token[token] = token;
-      p.token_pair[token * (top_k + 1) + top_k] = token;
-    }
+    for (int token = tid; token < tokens; token += kRouteThreads) p.token_pair[token * (top_k + 1) + top_k] = token;
   }
   __syncthreads();
   if (tid == 0) count_done(p.route_ready);  // 1: the groups
