@@ -47,7 +47,10 @@ def test_reference_matches_decode_steps():
 
 @cuda
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("lengths", [[1], [2], [63], [4097], [1, 63, 64, 1000, 4097], [3, 0, 2, 33, 1, 0, 70]])
+# The last list starts sequences 6 and 7 tokens into the kernel's blocks of 8 (at 7, 14 and 39), so that their first
+# tokens, which read the old conv state, run past the block.
+@pytest.mark.parametrize("lengths", [[1], [2], [63], [4097], [1, 63, 64, 1000, 4097], [3, 0, 2, 33, 1, 0, 70],
+                                     [6, 1, 2, 5, 0, 3, 15, 7, 50]])
 def test_kernel_matches_reference(dtype, lengths):
     gen = torch.Generator().manual_seed(len(lengths) * 7 + lengths[0])
     x, weight, conv_state, slots, cu_seqlens = make_batch(gen, lengths, 8192 + 64, len(lengths) + 2, "cuda",

@@ -64,26 +64,53 @@ __device__ __forceinline__ int valid_slot(const CausalConv1dParams& p, int seq) 
   return slot >= 0 && slot < p.num_slots ? slot : -1;
 }
 
-// The outputs of a thread's tokens [t_begin, t_end) from its rows (raw words) and the weights (times -log2(e)), the
-// sequence of t_begin given. kOneSequence: the tokens are known to be one sequence's with a valid slot, the common
-// case, so the checks for sequence boundaries and the window reloads at them drop out (and with them a copy of
-// the window per token, which the reloads' control flow costs).
+// Token t of a sequence [start, end) is computed by the thread of the token block holding t, except the first
+// kWidth - 1, whose windows reach into the slot's conv state: those go to the block holding `start`, up to kWidth - 2
+// tokens past its own. So one thread per (sequence, channels) reads the old conv state, and it writes the new one
+// right after: no other thread reads it, and no second launch has to wait for every output.
+__device__ __forceinline__ int owner_block(int t, int start) {
+  return (t - start < kWidth - 1 ? start : t) / kTokens;
+}
+
+// The sequence's new conv state at channels c..c+7: its last kWidth - 1 inputs (old state rows too when it is
+// shorter). By the old state's only reader, after its window load (a thread's loads precede its stores to the same
+// address).
+template <typename T>
+__device__ __forceinline__ void write_conv_state(const CausalConv1dParams& p, int start, int end, int slot, int c) {
+  float last[kWidth - 1][kVec];
+#pragma unroll
+  for (int j = 0; j < kWidth - 1; ++j) load_history<T>(last[j], p, end - (kWidth - 1) + j, start, slot, c);
+  T* state = static_cast<T*>(p.conv_state) + int64_t(slot) * (kWidth - 1) * p.channels + c;
+#pragma unroll
+  for (int j = 0; j < kWidth - 1; ++j) store_float(state + j * p.channels, last[j]);
+}
+
+// The outputs of a thread's tokens (above) from its rows (raw words; rows past its block are loaded when needed) and
+// the weights (times -log2(e)), the sequence of t_begin given. kOneSequence: the block's tokens are one sequence's,
+// all its own, with a valid slot -- the common case, so the checks for sequence boundaries and the window reloads at
+// them drop out (and with them a copy of the window per token, which the reloads' control flow costs).
 template <typename T, bool kOneSequence>
 __device__ __forceinline__ void convolve(const CausalConv1dParams& p, const unsigned (&rows)[kTokens][kVec / 2],
                                          const float (&w)[kWidth][kVec], int c, int t_begin, int t_end, int seq,
                                          int start, int end, int slot) {
   float window[kWidth - 1][kVec];
-  bool fresh = true;  // the window must be (re)loaded for the current token
-  if (kOneSequence || (t_begin >= start && t_begin < end && slot >= 0)) {
+  const auto load_window = [&](int t) {  // the inputs before t; at a sequence's first token, then its new state
 #pragma unroll
-    for (int j = 0; j < kWidth - 1; ++j) load_history<T>(window[j], p, t_begin - (kWidth - 1) + j, start, slot, c);
+    for (int j = 0; j < kWidth - 1; ++j) load_history<T>(window[j], p, t - (kWidth - 1) + j, start, slot, c);
+    if (t == start) write_conv_state<T>(p, start, end, slot, c);
+  };
+  bool fresh = true;  // the window must be (re)loaded for the current token
+  if (kOneSequence ||
+      (t_begin >= start && t_begin < end && slot >= 0 && owner_block(t_begin, start) == int(blockIdx.y))) {
+    load_window(t_begin);
     fresh = false;
   }
   T* const out = static_cast<T*>(p.out) + t_begin * p.out_row_stride + c;
+  constexpr int kReach = kOneSequence ? kTokens : kTokens + kWidth - 2;  // its own tokens, then a sequence's first
 #pragma unroll
-  for (int i = 0; i < kTokens; ++i) {
+  for (int i = 0; i < kReach; ++i) {
     const int t = t_begin + i;
-    if (t >= t_end) break;
+    if (t >= (i < kTokens ? t_end : p.tokens)) break;
     if constexpr (!kOneSequence) {
       while (t >= end && seq + 1 < p.seqs) {  // empty sequences are passed over
         ++seq;
@@ -92,17 +119,25 @@ __device__ __forceinline__ void convolve(const CausalConv1dParams& p, const unsi
         slot = valid_slot(p, seq);
         fresh = true;
       }
-      if (t < start || t >= end || slot < 0) continue;  // padding, or cu_seqlens not covering t
+      const bool own = owner_block(t, start) == int(blockIdx.y);
+      if (i >= kTokens && !(own && t >= start && t < end)) break;  // past the block: only a sequence's first tokens
+      if (t < start || t >= end || slot < 0 || !own) continue;  // padding, cu_seqlens not covering t, or not its own
       if (fresh) {
-#pragma unroll
-        for (int j = 0; j < kWidth - 1; ++j) load_history<T>(window[j], p, t - (kWidth - 1) + j, start, slot, c);
+        load_window(t);
         fresh = false;
       }
+    }
+    unsigned words[kVec / 2];  // (copies of registers, once unrolled)
+    if (i < kTokens) {
+#pragma unroll
+      for (int v = 0; v < kVec / 2; ++v) words[v] = rows[min(i, kTokens - 1)][v];
+    } else {
+      load_words(words, static_cast<const T*>(p.x) + t * p.x_row_stride + c);
     }
     float x[kVec], y[kVec];
 #pragma unroll
     for (int v = 0; v < kVec; ++v) {
-      x[v] = element_float<T>(rows[i], v);
+      x[v] = element_float<T>(words, v);
       float z = w[kWidth - 1][v] * x[v];
 #pragma unroll
       for (int j = 0; j < kWidth - 1; ++j) z += w[j][v] * window[j][v];
@@ -118,7 +153,8 @@ __device__ __forceinline__ void convolve(const CausalConv1dParams& p, const unsi
   }
 }
 
-// Thread: kVec channels x kTokens tokens of the flattened batch, crossing sequence boundaries as it goes.
+// Thread: kVec channels x kTokens tokens of the flattened batch (and the first tokens of a sequence starting near
+// their end), crossing sequence boundaries as it goes.
 template <typename T>
 __global__ void __launch_bounds__(kThreads, kMinBlocks) causal_conv1d_varlen_kernel(const CausalConv1dParams p) {
   const int c = (blockIdx.x * kThreads + threadIdx.x) * kVec;
@@ -158,29 +194,12 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) causal_conv1d_varlen_ker
     }
   }
 
-  if (t_begin >= start && t_end <= end && slot >= 0) {  // the same for the whole block
+  // The same for the whole block: its tokens in one sequence with a slot, none of them the previous block's.
+  if (t_begin >= start && t_end <= end && slot >= 0 && (t_begin == start || t_begin - start >= kWidth - 1)) {
     convolve<T, true>(p, rows, w, c, t_begin, t_end, lo, start, end, slot);
   } else {
     convolve<T, false>(p, rows, w, c, t_begin, t_end, lo, start, end, slot);
   }
-}
-
-// Thread: kVec channels of one sequence's new conv state, the last kWidth - 1 inputs (old state rows too
-// when the sequence is shorter). Runs after the outputs, which read the old state.
-template <typename T>
-__global__ void __launch_bounds__(kThreads) conv_state_update_kernel(const CausalConv1dParams p) {
-  await_previous_kernel();  // the outputs' reads of the old state
-  const int c = (blockIdx.x * kThreads + threadIdx.x) * kVec, seq = blockIdx.y;
-  if (c >= p.channels) return;
-  const int slot = valid_slot(p, seq);
-  if (slot < 0) return;
-  const int start = p.cu_seqlens[seq], end = max(p.cu_seqlens[seq + 1], start);
-  float last[kWidth - 1][kVec];
-#pragma unroll
-  for (int j = 0; j < kWidth - 1; ++j) load_history<T>(last[j], p, end - (kWidth - 1) + j, start, slot, c);
-  T* state = static_cast<T*>(p.conv_state) + int64_t(slot) * (kWidth - 1) * p.channels + c;
-#pragma unroll
-  for (int j = 0; j < kWidth - 1; ++j) store_float(state + j * p.channels, last[j]);
 }
 
 }  // namespace
@@ -188,15 +207,12 @@ __global__ void __launch_bounds__(kThreads) conv_state_update_kernel(const Causa
 template <typename T>
 void run_causal_conv1d_varlen(const CausalConv1dParams& p, cudaStream_t stream) {
   const int channel_blocks = (p.channels / kVec + kThreads - 1) / kThreads;
-  constexpr int kMaxGridY = 65535;  // token blocks and sequences go on grid.y
+  constexpr int kMaxGridY = 65535;  // token blocks go on grid.y
   TORCH_CHECK(p.tokens <= int64_t(kMaxGridY) * kTokens, "causal_conv1d_varlen: at most ", kMaxGridY * kTokens,
               " tokens per call, got ", p.tokens);
-  TORCH_CHECK(p.seqs <= kMaxGridY, "causal_conv1d_varlen: at most ", kMaxGridY, " sequences per call, got ", p.seqs);
-  if (p.tokens > 0) {
-    launch_chained(causal_conv1d_varlen_kernel<T>, dim3(channel_blocks, (p.tokens + kTokens - 1) / kTokens), kThreads,
-                   0, stream, p);
-  }
-  launch_chained(conv_state_update_kernel<T>, dim3(channel_blocks, p.seqs), kThreads, 0, stream, p);
+  if (p.tokens == 0) return;  // every sequence empty: no state changes
+  launch_chained(causal_conv1d_varlen_kernel<T>, dim3(channel_blocks, (p.tokens + kTokens - 1) / kTokens), kThreads, 0,
+                 stream, p);
 }
 
 template void run_causal_conv1d_varlen<__half>(const CausalConv1dParams&, cudaStream_t);

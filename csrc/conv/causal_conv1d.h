@@ -20,7 +20,7 @@ struct CausalConv1dParams {
   int tokens, channels, seqs, num_slots;
 };
 
-// Two launches on `stream`: the outputs (reading the old conv states), then the new conv states.
+// One launch on `stream`: the outputs, and each sequence's new conv state written by the thread that read its old one.
 template <typename T>
 void run_causal_conv1d_varlen(const CausalConv1dParams& params, cudaStream_t stream);
 
