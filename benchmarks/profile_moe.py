@@ -13,10 +13,9 @@ from __future__ import annotations
 import argparse
 
 import torch
-from torch.profiler import ProfilerActivity, profile
 
 from benchmarks.bench_moe import HIDDEN, TOP_K, random_weights
-from benchmarks.profile_step import print_kernel_times
+from benchmarks.profile_step import profile_calls
 from qwen3next_cuda import ops
 
 
@@ -29,15 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     weights = random_weights(gen)
     for tokens in args.tokens:
         x = torch.randn(tokens, HIDDEN, device="cuda", generator=gen).bfloat16()
-        for _ in range(3):  # warm-up
-            ops.moe(x, weights, TOP_K, True)
-        torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            for _ in range(args.calls):
-                ops.moe(x, weights, TOP_K, True)
-            torch.cuda.synchronize()
-        print(f"== moe, {tokens} tokens, per call")
-        print_kernel_times(prof, args.calls)
+        profile_calls(f"moe, {tokens} tokens", lambda: ops.moe(x, weights, TOP_K, True), args.calls)
 
 
 if __name__ == "__main__":

@@ -11,10 +11,9 @@ from __future__ import annotations
 import argparse
 
 import torch
-from torch.profiler import ProfilerActivity, profile
 
 from benchmarks.bench_gdn_decode import CHANNELS, DIM, EPS, VALUE_DIM, VALUE_HEADS, WIDTH, random_layer
-from benchmarks.profile_step import print_kernel_times
+from benchmarks.profile_step import profile_calls
 from qwen3next_cuda import ops
 
 
@@ -37,15 +36,7 @@ def main(argv: list[str] | None = None) -> None:
             ops.gdn_prefill(qkvz, ba, conv, state, slots, cu_seqlens, conv_weight, A_log, dt_bias, norm_weight, EPS,
                             out=out, max_seqlen=tokens)
 
-        for _ in range(3):  # warm-up
-            call()
-        torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            for _ in range(args.calls):
-                call()
-            torch.cuda.synchronize()
-        print(f"== gdn_prefill, {tokens} tokens, one sequence, per call")
-        print_kernel_times(prof, args.calls)
+        profile_calls(f"gdn_prefill, {tokens} tokens, one sequence", call, args.calls)
 
 
 if __name__ == "__main__":

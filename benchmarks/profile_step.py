@@ -53,6 +53,19 @@ def kernel_times(prof) -> list:
     return sorted((e for e in prof.key_averages() if e.device_time_total > 0), key=lambda e: -e.device_time_total)
 
 
+def profile_calls(title: str, call, calls: int, warmup: int = 3) -> None:
+    """Prints each kernel's GPU time per call of ``call()`` over ``calls`` profiled calls, after a warm-up."""
+    for _ in range(warmup):
+        call()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            call()
+        torch.cuda.synchronize()
+    print(f"== {title}, per call")
+    print_kernel_times(prof, calls)
+
+
 def print_kernel_times(prof, calls: int) -> None:
     """Each kernel's GPU time and launches per call over ``calls`` profiled calls."""
     for e in kernel_times(prof):
