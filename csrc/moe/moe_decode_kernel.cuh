@@ -225,7 +225,7 @@ __global__ void __launch_bounds__(kRouteThreads, 1) moe_route_kernel(const MoeDe
   // With several CTAs the last one to get here groups the pairs of every CTA (fences before the count publish this
   // CTA's writes, the one after it makes the others' visible); a lone CTA's barrier is all its pairs need, and it
   // publishes the groups (route_ready 1, what the GEMMs wait for) before the weights (2, the combine's).
-  if (warp_token < tokens && lane < top_k) {
+  if (tokens > 1 && warp_token < tokens && lane < top_k) {  // (one token: its groups come from the lanes below)
     (one_cta ? pair_expert : p.pair_expert)[warp_token * top_k + lane] = my_expert;
   }
   if (!one_cta) {
