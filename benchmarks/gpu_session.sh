@@ -11,6 +11,9 @@
 # all kernel tests; SANITIZE_K: a pytest -k expression narrowing them; SANITIZE_TIMEOUT: seconds per tool,
 # default 1800);
 # QWEN3NEXT_COMMIT=<sha> labels the results (write it out: the lent machine's copy of .git can be stale).
+# BASELINE=<dir> (an A/B in one call): the tree with <dir>'s files laid over it is built beside it, and the benchmarks
+# run twice for each build, alternating (the tree's rows are the ones kept). Make <dir> with
+# `bash benchmarks/baseline_files.sh <rev> <dir>` and carry it (files that only the tree has stay in the baseline).
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -28,8 +31,17 @@ fi
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv  # stdout: $OUT returns 8 files at most
 
 step build
-QWEN3NEXT_CUDA_ARCHS=${QWEN3NEXT_CUDA_ARCHS:-90a} QWEN3NEXT_MAX_JOBS=16 \
-  python3 -m pip install --no-build-isolation --no-deps -q . >"$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
+export QWEN3NEXT_CUDA_ARCHS=${QWEN3NEXT_CUDA_ARCHS:-90a} QWEN3NEXT_MAX_JOBS=16
+if [ -n "${BASELINE:-}" ]; then
+  rm -rf /tmp/baseline_src /tmp/baseline_pkg && mkdir /tmp/baseline_src
+  tar --exclude=.git --exclude=.whl --exclude=./build -cf - . | tar -xf - -C /tmp/baseline_src && cp -r "$BASELINE"/. /tmp/baseline_src/
+  export QWEN3NEXT_MAX_JOBS=8
+  (cd /tmp/baseline_src && timeout 1200 python3 -m pip install --no-build-isolation --no-deps -q --target /tmp/baseline_pkg \
+     . >"$OUT/build_baseline.log" 2>&1) &
+  baseline_build=$!  # waited for by its pid: a bare `wait` would also wait for the caller's `| tee`, if any
+fi
+timeout 1200 python3 -m pip install --no-build-isolation --no-deps -q . >"$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
+if [ -n "${BASELINE:-}" ]; then wait "$baseline_build" || { tail -50 "$OUT/build_baseline.log"; exit 1; }; fi
 python3 -c "import qwen3next_cuda.ops as o; print('kernels:', o.HAS_KERNELS, o.build_info())"
 
 if [ "${TESTS:-all}" != 0 ]; then
@@ -39,7 +51,17 @@ if [ "${TESTS:-all}" != 0 ]; then
 fi
 
 step benchmarks
-python3 -m benchmarks.run "$@" 2>&1 | tee "$OUT/bench.log"
+if [ -n "${BASELINE:-}" ]; then
+  for round in 1 2; do
+    echo "-- baseline, round $round"
+    PYTHONPATH=/tmp/baseline_pkg${PYTHONPATH:+:$PYTHONPATH} QWEN3NEXT_COMMIT=baseline python3 -m benchmarks.run "$@" 2>&1 |
+      tee -a "$OUT/bench_baseline.log"
+    echo "-- tree, round $round"
+    python3 -m benchmarks.run "$@" 2>&1 | tee -a "$OUT/bench.log"
+  done
+else
+  python3 -m benchmarks.run "$@" 2>&1 | tee "$OUT/bench.log"
+fi
 cp benchmarks/results/*.json benchmarks/results/*.md "$OUT/" 2>/dev/null
 
 if [ "${DEMO:-0}" = 1 ]; then
