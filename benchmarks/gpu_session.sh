@@ -34,14 +34,16 @@ step build
 export QWEN3NEXT_CUDA_ARCHS=${QWEN3NEXT_CUDA_ARCHS:-90a} QWEN3NEXT_MAX_JOBS=16
 if [ -n "${BASELINE:-}" ]; then
   rm -rf /tmp/baseline_src /tmp/baseline_pkg && mkdir /tmp/baseline_src
-  tar --exclude=.git --exclude=.whl --exclude=./build -cf - . | tar -xf - -C /tmp/baseline_src && cp -r "$BASELINE"/. /tmp/baseline_src/
+  tar --exclude=.git --exclude=.whl --exclude=./build -cf - . | tar -xf - -C /tmp/baseline_src
+  cp -r "$BASELINE"/. /tmp/baseline_src/
   export QWEN3NEXT_MAX_JOBS=8
-  (cd /tmp/baseline_src && timeout 1200 python3 -m pip install --no-build-isolation --no-deps -q --target /tmp/baseline_pkg \
-     . >"$OUT/build_baseline.log" 2>&1) &
+  (cd /tmp/baseline_src && timeout 1200 python3 -m pip install --no-build-isolation --no-deps -q \
+     --target /tmp/baseline_pkg . >/tmp/build_baseline.log 2>&1) &
   baseline_build=$!  # waited for by its pid: a bare `wait` would also wait for the caller's `| tee`, if any
 fi
-timeout 1200 python3 -m pip install --no-build-isolation --no-deps -q . >"$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
-if [ -n "${BASELINE:-}" ]; then wait "$baseline_build" || { tail -50 "$OUT/build_baseline.log"; exit 1; }; fi
+timeout 1200 python3 -m pip install --no-build-isolation --no-deps -q . >"$OUT/build.log" 2>&1 || {
+  tail -50 "$OUT/build.log"; exit 1; }
+if [ -n "${BASELINE:-}" ]; then wait "$baseline_build" || { tail -50 /tmp/build_baseline.log; exit 1; }; fi
 python3 -c "import qwen3next_cuda.ops as o; print('kernels:', o.HAS_KERNELS, o.build_info())"
 
 if [ "${TESTS:-all}" != 0 ]; then
@@ -55,14 +57,15 @@ if [ -n "${BASELINE:-}" ]; then
   for round in 1 2; do
     echo "-- baseline, round $round"
     PYTHONPATH=/tmp/baseline_pkg${PYTHONPATH:+:$PYTHONPATH} QWEN3NEXT_COMMIT=baseline python3 -m benchmarks.run "$@" 2>&1 |
-      tee -a "$OUT/bench_baseline.log"
+      tee -a "$OUT/bench.log"
     echo "-- tree, round $round"
     python3 -m benchmarks.run "$@" 2>&1 | tee -a "$OUT/bench.log"
   done
 else
   python3 -m benchmarks.run "$@" 2>&1 | tee "$OUT/bench.log"
 fi
-cp benchmarks/results/*.json benchmarks/results/*.md "$OUT/" 2>/dev/null
+results=$(ls -t benchmarks/results/*.json | head -1)  # this GPU's, just written
+cp "$results" "${results%.json}.md" "$OUT/"
 
 if [ "${DEMO:-0}" = 1 ]; then
   step demo
