@@ -56,8 +56,8 @@ step benchmarks
 if [ -n "${BASELINE:-}" ]; then
   for round in 1 2; do
     echo "-- baseline, round $round"
-    PYTHONPATH=/tmp/baseline_pkg${PYTHONPATH:+:$PYTHONPATH} QWEN3NEXT_COMMIT=baseline python3 -m benchmarks.run "$@" 2>&1 |
-      tee -a "$OUT/bench.log"
+    PYTHONPATH=/tmp/baseline_pkg${PYTHONPATH:+:$PYTHONPATH} QWEN3NEXT_COMMIT=baseline \
+      python3 -m benchmarks.run "$@" 2>&1 | tee -a "$OUT/bench.log"
     echo "-- tree, round $round"
     python3 -m benchmarks.run "$@" 2>&1 | tee -a "$OUT/bench.log"
   done
