@@ -53,19 +53,19 @@ if [ "${TESTS:-all}" != 0 ]; then
 fi
 
 step benchmarks
-if [ -n "${BASELINE:-}" ]; then
-  for round in 1 2; do
-    echo "-- baseline, round $round"
+: >"$OUT/bench.log"
+rounds=1 && [ -n "${BASELINE:-}" ] && rounds=2  # with a baseline: two rounds, the baseline first in each
+for round in $(seq "$rounds"); do
+  if [ -n "${BASELINE:-}" ]; then
+    echo "-- baseline, round $round" | tee -a "$OUT/bench.log"
     PYTHONPATH=/tmp/baseline_pkg${PYTHONPATH:+:$PYTHONPATH} QWEN3NEXT_COMMIT=baseline \
       python3 -m benchmarks.run "$@" 2>&1 | tee -a "$OUT/bench.log"
-    echo "-- tree, round $round"
-    python3 -m benchmarks.run "$@" 2>&1 | tee -a "$OUT/bench.log"
-  done
-else
-  python3 -m benchmarks.run "$@" 2>&1 | tee "$OUT/bench.log"
-fi
-results=$(ls -t benchmarks/results/*.json | head -1)  # this GPU's, just written
-cp "$results" "${results%.json}.md" "$OUT/"
+    echo "-- tree, round $round" | tee -a "$OUT/bench.log"
+  fi
+  python3 -m benchmarks.run "$@" 2>&1 | tee -a "$OUT/bench.log"
+done
+results=$(ls -t benchmarks/results/*.json 2>/dev/null | head -1)  # this GPU's, just written
+[ -n "$results" ] && cp "$results" "${results%.json}.md" "$OUT/"
 
 if [ "${DEMO:-0}" = 1 ]; then
   step demo
