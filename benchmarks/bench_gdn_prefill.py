@@ -44,9 +44,25 @@ def _fla():
     return causal_conv1d, chunk_gated_delta_rule, rms_norm_gated
 
 
+def make_inputs(randn, tokens: int, seqs: int) -> dict:
+    """One input set of ``seqs`` sequences, ``tokens`` in all (``randn`` from ``random_layer``)."""
+    return dict(qkvz=randn(tokens, CHANNELS + VALUE_DIM), ba=randn(tokens, 2 * VALUE_HEADS),
+                conv=randn(seqs, WIDTH - 1, CHANNELS),
+                state=randn(seqs, VALUE_HEADS, DIM, DIM, scale=0.05, dtype=torch.float32),
+                out=torch.empty(tokens, VALUE_DIM, dtype=torch.bfloat16, device="cuda"))
+
+
+def run_ours(s: dict, layer, slots: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int) -> None:
+    """ops.gdn_prefill on an input set from make_inputs; ``layer`` from ``random_layer``."""
+    conv_weight, A_log, dt_bias, norm_weight = layer
+    ops.gdn_prefill(s["qkvz"], s["ba"], s["conv"], s["state"], slots, cu_seqlens, conv_weight, A_log, dt_bias,
+                    norm_weight, EPS, out=s["out"], max_seqlen=max_seqlen)
+
+
 def run(record) -> None:
     gen = torch.Generator(device="cuda").manual_seed(0)
-    randn, (conv_weight, A_log, dt_bias, norm_weight) = random_layer(gen)
+    randn, layer = random_layer(gen)
+    conv_weight, A_log, dt_bias, norm_weight = layer
     fla = _fla()
 
     for tokens, seqs in CASES:
@@ -56,17 +72,10 @@ def run(record) -> None:
         cu_seqlens = torch.arange(0, tokens + 1, length, dtype=torch.int32, device="cuda")
         slots = torch.arange(seqs, dtype=torch.int32, device="cuda")
 
-        def make():
-            return dict(qkvz=randn(tokens, CHANNELS + VALUE_DIM), ba=randn(tokens, 2 * VALUE_HEADS),
-                        conv=randn(seqs, WIDTH - 1, CHANNELS), state=randn(seqs, VALUE_HEADS, DIM, DIM, scale=0.05,
-                                                                           dtype=torch.float32),
-                        out=torch.empty(tokens, VALUE_DIM, dtype=torch.bfloat16, device="cuda"))
-
-        sets = input_sets(make, nbytes)
+        sets = input_sets(lambda: make_inputs(randn, tokens, seqs), nbytes)
 
         def ours(s):
-            ops.gdn_prefill(s["qkvz"], s["ba"], s["conv"], s["state"], slots, cu_seqlens, conv_weight, A_log, dt_bias,
-                            norm_weight, EPS, out=s["out"], max_seqlen=length)
+            run_ours(s, layer, slots, cu_seqlens, length)
 
         record("gdn_prefill", "ours", params, time_graph(ours, sets, replays=20), nbytes=nbytes, flops=flops)
         if fla is None:

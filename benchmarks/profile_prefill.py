@@ -9,12 +9,13 @@ One sequence per call, bench_gdn_prefill's random layer and inputs. Kernels chai
 from __future__ import annotations
 
 import argparse
+from functools import partial
 
 import torch
 
-from benchmarks.bench_gdn_decode import CHANNELS, DIM, EPS, VALUE_DIM, VALUE_HEADS, WIDTH, random_layer
+from benchmarks.bench_gdn_decode import random_layer
+from benchmarks.bench_gdn_prefill import make_inputs, run_ours
 from benchmarks.profile_step import profile_calls
-from qwen3next_cuda import ops
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -23,19 +24,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--calls", type=int, default=10)
     args = parser.parse_args(argv)
     gen = torch.Generator(device="cuda").manual_seed(0)
-    randn, (conv_weight, A_log, dt_bias, norm_weight) = random_layer(gen)
+    randn, layer = random_layer(gen)
     slots = torch.zeros(1, dtype=torch.int32, device="cuda")
     for tokens in args.tokens:
         cu_seqlens = torch.tensor([0, tokens], dtype=torch.int32, device="cuda")
-        qkvz, ba = randn(tokens, CHANNELS + VALUE_DIM), randn(tokens, 2 * VALUE_HEADS)
-        conv = randn(1, WIDTH - 1, CHANNELS)
-        state = randn(1, VALUE_HEADS, DIM, DIM, scale=0.05, dtype=torch.float32)
-        out = torch.empty(tokens, VALUE_DIM, dtype=torch.bfloat16, device="cuda")
-
-        def call():
-            ops.gdn_prefill(qkvz, ba, conv, state, slots, cu_seqlens, conv_weight, A_log, dt_bias, norm_weight, EPS,
-                            out=out, max_seqlen=tokens)
-
+        call = partial(run_ours, make_inputs(randn, tokens, 1), layer, slots, cu_seqlens, tokens)
         profile_calls(f"gdn_prefill, {tokens} tokens, one sequence", call, args.calls)
 
 
