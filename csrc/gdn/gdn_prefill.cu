@@ -10,6 +10,8 @@ using namespace gdn_prefill;
 
 namespace {
 
+static_assert(sizeof(StateSmem<2>) == 149504, "ops.py's GDN_PREFILL_SHARED_BYTES: the least shared memory it needs");
+
 template <int kStages>
 void launch_state(const GdnPrefillParams& p, cudaStream_t stream) {
   allow_shared_memory<gdn_prefill_state_kernel<kStages>>(sizeof(StateSmem<kStages>), "gdn_prefill (state)");
@@ -22,22 +24,27 @@ void launch_state(const GdnPrefillParams& p, cudaStream_t stream) {
 void run_gdn_prefill(const GdnPrefillParams& p, cudaStream_t stream) {
   if (p.seqs == 0 || p.tokens == 0) return;
   allow_shared_memory<gdn_prefill_prepare_kernel>(sizeof(PrepareSmem), "gdn_prefill (prepare)");
-  allow_shared_memory<gdn_prefill_output_kernel>(sizeof(OutputSmem), "gdn_prefill (output)");
-
   const dim3 chunk_grid(std::max(p.max_chunks, 1), p.key_heads, p.seqs);
   gdn_prefill_prepare_kernel<<<chunk_grid, kThreads, sizeof(PrepareSmem), stream>>>(p);
   QN_CHECK_LAUNCH();
-  // Two stages when there are CTAs enough for two per SM, or where three do not fit (sm86 / sm89: 99 KiB).
-  if (kDim / kCols * p.value_heads * p.seqs >= 2 * current_device_attribute<cudaDevAttrMultiProcessorCount>() ||
-      current_device_attribute<cudaDevAttrMaxSharedMemoryPerBlockOptin>() < int(sizeof(StateSmem<3>))) {
-    launch_state<2>(p, stream);
-  } else {
+  if (current_device_attribute<cudaDevAttrMaxSharedMemoryPerBlockOptin>() >= int(sizeof(StateSmem<3>))) {
     launch_state<3>(p, stream);
+  } else {
+    launch_state<2>(p, stream);
   }
   QN_CHECK_LAUNCH();
-  const dim3 output_grid(chunk_grid.x, p.value_heads, p.seqs);
-  gdn_prefill_output_kernel<<<output_grid, kThreads, sizeof(OutputSmem), stream>>>(p);
-  QN_CHECK_LAUNCH();
+  RMSNormParams norm{};  // in place: each thread loads its row's values before storing any
+  norm.out = p.out;
+  norm.x = p.out;
+  norm.other = p.z;
+  norm.weight = p.norm_weight;
+  norm.dim = kDim;
+  norm.out_stride = norm.x_stride = p.out_row_stride;
+  norm.other_stride = p.z_row_stride;
+  norm.eps = p.eps;
+  const int64_t row_blocks = (int64_t(std::max(p.max_chunks, 1)) * kChunk * p.value_heads + NormTraits::kRowsPerBlock -
+                              1) / NormTraits::kRowsPerBlock;
+  launch_chained(gdn_prefill_norm_kernel, dim3(row_blocks, p.seqs), NormTraits::kThreads, 0, stream, norm, p);
 }
 
 }  // namespace qwen3next

@@ -5,11 +5,12 @@
 // Three launches (sm80+: mma.sync and cp.async). `prepare` (every chunk at once) solves each chunk's
 // triangular system and writes, per token and value head, the chunk-local terms that do not depend on the
 // state: T diag(beta), P and the row scales. `state` (a CTA per 32 value columns of a head and sequence; the
-// columns evolve independently) walks the chunks in order, carrying the fp32 state, and keeps each chunk's
-// start state S_c (bf16) and V':
-//   V' = T diag(beta) (V - diag(wscale) K S),   S = gamma S + K^T diag(kscale) V'
-// `output` (every chunk at once, a CTA per chunk and value head) finishes the chunk:
-//   O = diag(qscale) Q S_c + P V',   out = rmsnorm(O) w silu(z)
+// columns evolve independently) walks the chunks in order, carrying the fp32 state S, and writes each chunk's
+// output columns (bf16, before the norm) into `out`:
+//   V' = T diag(beta) (V - diag(wscale) K S),   O = diag(qscale) Q S + P V',   S = gamma S + K^T diag(kscale) V'
+// `norm` (norm/rmsnorm_kernel.cuh's row code), since the norm spans a head's 128 columns, then finishes the rows of
+// the batch's sequences in place (rows of padding keep what they held):
+//   out = rmsnorm(O) w silu(z)
 #pragma once
 
 #include <cuda_runtime.h>
@@ -28,19 +29,15 @@ struct GdnPrefillParams {
   const float* A_log;  // [Hv]
   const float* dt_bias;  // [Hv]
   const void* norm_weight;  // [128] bf16
-  void* out;  // [tokens, Hv*128] bf16 rows
+  void* out;  // [tokens, Hv*128] bf16 rows: O from `state`, then the normed output
   int64_t out_row_stride;
   float* state;  // [num_slots, Hv, 128 (v), 128 (k)] fp32, value-major
   const int32_t* cu_seqlens;  // [seqs + 1]
   const int32_t* slots;  // [seqs]; outside [0, num_slots): padding, skipped
-  // Workspace written by `prepare`, per token and value head (`state` and `output` read it):
+  // Workspace written by `prepare`, per token and value head, read by `state`:
   void* t;  // [tokens, Hv, 64] bf16: row i of T diag(beta) of its chunk (T = (I + A)^-1, lower triangular)
   void* p;  // [tokens, Hv, 64] bf16: row i of P = (Q K^T, normalised) * exp(c_i - c_j), j <= i, of its chunk
   float* scales;  // [tokens, Hv, 4] fp32: qscale, kscale, c (cumulative g within the chunk), wscale
-  void* v_new;  // [tokens, Hv, 128] bf16: V', written by `state`
-  // Written by `state`, read by `output`: [ceil(tokens / 64) + seqs, Hv, 128 (k), 128 (v)] bf16, chunk c of
-  // sequence s at start_s / 64 + s + c (so every sequence's chunks fit, whatever its start).
-  void* chunk_states;
   float eps;
   int tokens, key_heads, value_heads, seqs, num_slots;
   int max_chunks;  // chunks of the longest sequence (a hint: `prepare` strides over more when there are)

@@ -73,13 +73,11 @@ void gdn_prefill(at::Tensor& out, at::Tensor& recurrent_state, const at::Tensor&
   const c10::cuda::OptionalCUDAGuard guard(qkv.device());
   TORCH_CHECK(device_attribute<cudaDevAttrComputeCapabilityMajor>(qkv.get_device()) >= 8, "gdn_prefill: needs sm80 or newer");
 
-  // Workspace passed between the three kernels (stream-ordered through the caching allocator).
+  // Workspace from `prepare` to `state` (stream-ordered through the caching allocator).
   const auto bf16 = qkv.options().dtype(at::kBFloat16);
   const at::Tensor t = at::empty({tokens, value_heads, kChunk}, bf16);
   const at::Tensor p_intra = at::empty({tokens, value_heads, kChunk}, bf16);
-  const at::Tensor v_new = at::empty({tokens, value_heads, kHeadDim}, bf16);
   const at::Tensor scales = at::empty({tokens, value_heads, 4}, qkv.options().dtype(at::kFloat));
-  const at::Tensor chunk_states = at::empty({(tokens + kChunk - 1) / kChunk + seqs, value_heads, kHeadDim, kHeadDim}, bf16);
 
   GdnPrefillParams p{};
   p.qkv = qkv.data_ptr();
@@ -99,8 +97,6 @@ void gdn_prefill(at::Tensor& out, at::Tensor& recurrent_state, const at::Tensor&
   p.t = t.data_ptr();
   p.p = p_intra.data_ptr();
   p.scales = scales.data_ptr<float>();
-  p.v_new = v_new.data_ptr();
-  p.chunk_states = chunk_states.data_ptr();
   p.eps = static_cast<float>(eps);
   p.tokens = static_cast<int>(tokens);
   p.key_heads = static_cast<int>(key_heads);

@@ -15,6 +15,7 @@
 #include "common/mma.cuh"
 #include "common/vec.cuh"
 #include "gdn/gdn_prefill.h"
+#include "norm/rmsnorm_kernel.cuh"
 
 namespace qwen3next {
 namespace gdn_prefill {
@@ -25,8 +26,7 @@ constexpr int kDim = 128;  // key and value head size
 constexpr int kChunk = 64;  // tokens per chunk
 constexpr int kRatio = 2;  // value heads per key head
 constexpr int kCols = 32;  // value columns per `state` CTA
-// `state` loads chunks kStages - 1 ahead: 3 stages when a CTA has its SM alone (one chunk's work hides less than a
-// load), 2 (90 KB) when there are CTAs enough for two per SM, which then hide each other's latency.
+// `state` loads chunks kStages - 1 ahead: 3 stages where shared memory allows (sm90, sm100), else 2 (sm80).
 constexpr int kThreads = 256;  // 8 warps: a warp owns 16 chunk rows (row block warp % 4) x a column group (warp / 4)
 constexpr int kWarps = kThreads / 32;
 constexpr int kRowBlocks = kChunk / 16, kColumnGroups = kWarps / kRowBlocks;
@@ -45,10 +45,6 @@ __device__ __forceinline__ Sequence sequence(const GdnPrefillParams& p, int s) {
   if (seq.slot < 0 || seq.slot >= p.num_slots || seq.length < 0) seq.length = 0;
   return seq;
 }
-// Where sequence s's chunk-start states begin in the chunk_states workspace: its chunks fit between
-// start / kChunk + s and the next sequence's index (see GdnPrefillParams::chunk_states).
-__device__ __forceinline__ int64_t chunk_index(const Sequence& seq, int s) { return seq.start / kChunk + s; }
-
 // Copies kRows rows of kWidth bf16 (row r at src + r * stride) into a shared tile with row stride ld;
 // rows from `valid` on are zero-filled.
 template <int kRows, int kWidth>
@@ -241,22 +237,26 @@ __global__ void __launch_bounds__(kThreads, 3) gdn_prefill_prepare_kernel(const 
 }
 
 // ---- state: a CTA per (kCols value columns, value head, sequence) walks the chunks in order ----------------
-// Value columns of the state evolve independently, so the CTAs of a head need no exchange.
+// Value columns of the state and of the output evolve independently, so the CTAs of a head need no exchange; the
+// gated norm, which spans a head's 128 columns, runs afterwards over the rows they write.
 
 struct StateStage {  // one chunk's inputs, loaded while the previous chunks compute
   bf16 k[kChunk][kLdDim];  // raw k rows of the key head
+  bf16 q[kChunk][kLdDim];  // raw q rows of the key head
   bf16 v[kChunk][kLdCols];  // raw v rows, this CTA's columns
   bf16 t[kChunk][kLdChunk];  // T diag(beta)
+  bf16 p[kChunk][kLdChunk];  // P
   float4 scales[kChunk];
 };
 
 template <int kStages>
 struct StateSmem {
   StateStage stage[kStages];
-  bf16 state[kDim][kLdCols];  // S (key rows x this CTA's value columns) in bf16: the B operand of K S
+  bf16 state[kDim][kLdCols];  // S (key rows x this CTA's value columns) in bf16: the B operand of K S and Q S
   bf16 residual[kChunk][kLdCols];  // V - diag(wscale) K S
   bf16 written[kChunk][kLdCols];  // V'
   bf16 written_k[kChunk][kLdCols];  // diag(kscale) V'
+  bf16 out[kChunk][kLdCols];  // O of the previous chunk, stored to `out` after the next barrier
 };
 
 __device__ __forceinline__ void load_state_stage(StateStage& st, const GdnPrefillParams& p, const Sequence& seq,
@@ -264,11 +264,15 @@ __device__ __forceinline__ void load_state_stage(StateStage& st, const GdnPrefil
   const int row0 = seq.start + chunk * kChunk, rows = min(kChunk, seq.length - chunk * kChunk);
   const bf16* chunk_rows = static_cast<const bf16*>(p.qkv) + int64_t(row0) * p.qkv_row_stride;
   const int64_t head_row = int64_t(row0) * p.value_heads + head;  // [tokens, Hv, ...] workspace rows
-  copy_rows<kChunk, kDim>(&st.k[0][0], kLdDim, chunk_rows + (p.key_heads + head / kRatio) * kDim, p.qkv_row_stride,
-                          rows, tid);
+  const int key_head = head / kRatio;
+  copy_rows<kChunk, kDim>(&st.k[0][0], kLdDim, chunk_rows + (p.key_heads + key_head) * kDim, p.qkv_row_stride, rows,
+                          tid);
+  copy_rows<kChunk, kDim>(&st.q[0][0], kLdDim, chunk_rows + key_head * kDim, p.qkv_row_stride, rows, tid);
   copy_rows<kChunk, kCols>(&st.v[0][0], kLdCols, chunk_rows + (2 * p.key_heads + head) * kDim + col0,
                            p.qkv_row_stride, rows, tid);
   copy_rows<kChunk, kChunk>(&st.t[0][0], kLdChunk, static_cast<const bf16*>(p.t) + head_row * kChunk,
+                            int64_t(p.value_heads) * kChunk, rows, tid);
+  copy_rows<kChunk, kChunk>(&st.p[0][0], kLdChunk, static_cast<const bf16*>(p.p) + head_row * kChunk,
                             int64_t(p.value_heads) * kChunk, rows, tid);
   if (tid < kChunk) {
     cp_async_16_or_zero(&st.scales[tid], p.scales + (head_row + int64_t(tid < rows ? tid : 0) * p.value_heads) * 4,
@@ -299,8 +303,18 @@ __device__ __forceinline__ void store_state_bf16(Smem& sm, float (&s)[kCols / 8]
   }
 }
 
+// The staged output rows of a chunk (`rows` from token row0) into this CTA's columns of `out`, 16 bytes per thread.
+__device__ __forceinline__ void store_output_rows(const bf16 (&staged)[kChunk][kLdCols], const GdnPrefillParams& p,
+                                                  int row0, int rows, int head, int col0, int tid) {
+  bf16* out = static_cast<bf16*>(p.out) + int64_t(row0) * p.out_row_stride + head * kDim + col0;
+  for (int i = tid; i < rows * kCols / 8; i += kThreads) {
+    const int r = i / (kCols / 8), c = i % (kCols / 8) * 8;
+    *reinterpret_cast<uint4*>(out + int64_t(r) * p.out_row_stride + c) = *reinterpret_cast<const uint4*>(&staged[r][c]);
+  }
+}
+
 template <int kStages>
-__global__ void __launch_bounds__(kThreads, kStages == 2 ? 2 : 1) gdn_prefill_state_kernel(const GdnPrefillParams p) {
+__global__ void __launch_bounds__(kThreads, 1) gdn_prefill_state_kernel(const GdnPrefillParams p) {
   extern __shared__ __align__(16) unsigned char smem_bytes[];
   StateSmem<kStages>& sm = *reinterpret_cast<StateSmem<kStages>*>(smem_bytes);
   const int col0 = blockIdx.x * kCols, head = blockIdx.y;
@@ -311,8 +325,6 @@ __global__ void __launch_bounds__(kThreads, kStages == 2 ? 2 : 1) gdn_prefill_st
   const Sequence seq = sequence(p, blockIdx.z);
   if (seq.length == 0) return;  // padding or an empty sequence keeps its state
   const int chunks = (seq.length + kChunk - 1) / kChunk;
-  bf16* chunk_states = static_cast<bf16*>(p.chunk_states);
-  const int64_t first_chunk = chunk_index(seq, blockIdx.z);
 
   for (int chunk = 0; chunk < kStages - 1; ++chunk) {
     if (chunk < chunks) load_state_stage(sm.stage[chunk], p, seq, chunk, head, col0, tid);
@@ -328,32 +340,31 @@ __global__ void __launch_bounds__(kThreads, kStages == 2 ? 2 : 1) gdn_prefill_st
     const int row0 = seq.start + chunk * kChunk, rows = min(kChunk, seq.length - chunk * kChunk);
     const StateStage& st = sm.stage[chunk % kStages];
     cp_async_wait<kStages - 2>();
-    __syncthreads();  // this chunk's rows and S are visible; the previous chunk is done with its stage
+    __syncthreads();  // this chunk's rows, S and the previous O are visible; the previous chunk is done with its stage
     const int ahead = chunk + kStages - 1;  // into the stage the previous chunk used
     if (ahead < chunks) load_state_stage(sm.stage[ahead % kStages], p, seq, ahead, head, col0, tid);
     cp_async_commit();
+    if (chunk > 0) store_output_rows(sm.out, p, row0 - kChunk, kChunk, head, col0, tid);
 
-    // The chunk-start state for the output kernel: [k][v] rows of this CTA's columns.
-    bf16* start_state = chunk_states + ((first_chunk + chunk) * p.value_heads + head) * kDim * kDim + col0;
-    for (int i = tid; i < kDim * kCols / 8; i += kThreads) {
-      const int key = i / (kCols / 8), col = i % (kCols / 8) * 8;
-      *reinterpret_cast<uint4*>(start_state + key * kDim + col) = *reinterpret_cast<const uint4*>(&sm.state[key][col]);
-    }
-
-    // The warp's 16 rows x 16 columns: R = V - diag(wscale) K S, then (after the barrier) V' = T diag(beta) R.
-    float acc[kGroupCols / 8][4] = {};
+    // The warp's 16 rows x 16 columns: R = V - diag(wscale) K S and O = diag(qscale) Q S, then (after the barrier)
+    // V' = T diag(beta) R and O += P V'.
+    float acc[kGroupCols / 8][4] = {}, o[kGroupCols / 8][4] = {};
     const int col = kGroupCols * group + 2 * (lane % 4);  // + nt * 8
     mma_rows<kGroupCols, kDim>(acc, &st.k[0][0], kLdDim, 16 * block, &sm.state[0][0], kLdCols, kGroupCols * group,
+                               kDim, lane);
+    mma_rows<kGroupCols, kDim>(o, &st.q[0][0], kLdDim, 16 * block, &sm.state[0][0], kLdCols, kGroupCols * group,
                                kDim, lane);
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       const int i = 16 * block + lane / 4 + 8 * half;
-      const float wscale = st.scales[i].w;
+      const float wscale = st.scales[i].w, qscale = st.scales[i].x;
 #pragma unroll
       for (int nt = 0; nt < kGroupCols / 8; ++nt) {
         const float2 v = unpack_bf16(*reinterpret_cast<const unsigned*>(&st.v[i][col + nt * 8]));
         *reinterpret_cast<unsigned*>(&sm.residual[i][col + nt * 8]) =
             pack_bf16(v.x - wscale * acc[nt][2 * half], v.y - wscale * acc[nt][2 * half + 1]);
+        o[nt][2 * half] *= qscale;
+        o[nt][2 * half + 1] *= qscale;
       }
     }
     __syncthreads();  // R complete; every thread is done reading the state's bf16 copy
@@ -373,12 +384,6 @@ __global__ void __launch_bounds__(kThreads, kStages == 2 ? 2 : 1) gdn_prefill_st
     }
     __syncthreads();  // V' complete
 
-    // V' of this CTA's columns for the output kernel.
-    for (int i = tid; i < rows * kCols / 8; i += kThreads) {
-      const int r = i / (kCols / 8), c = i % (kCols / 8) * 8;
-      *reinterpret_cast<uint4*>(static_cast<bf16*>(p.v_new) + (int64_t(row0 + r) * p.value_heads + head) * kDim +
-                                col0 + c) = *reinterpret_cast<const uint4*>(&sm.written[r][c]);
-    }
     // S = gamma S + K^T diag(kscale) V'.
     const float gamma = __expf(st.scales[rows - 1].z);
     for_each_state_element(s, warp, lane, [&](float& x, int, int) { x *= gamma; });
@@ -394,119 +399,42 @@ __global__ void __launch_bounds__(kThreads, kStages == 2 ? 2 : 1) gdn_prefill_st
         mma(s[2 * np + 1], a, b, 1);
       }
     }
+    // O += P V' (P is zero right of the diagonal block), rounded to bf16 where the unfused model stores it.
+    mma_rows<kGroupCols, kChunk>(o, &st.p[0][0], kLdChunk, 16 * block, &sm.written[0][0], kLdCols,
+                                 kGroupCols * group, 16 * block + 16, lane);
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+#pragma unroll
+      for (int nt = 0; nt < kGroupCols / 8; ++nt) {
+        *reinterpret_cast<unsigned*>(&sm.out[16 * block + lane / 4 + 8 * half][col + nt * 8]) =
+            pack_bf16(o[nt][2 * half], o[nt][2 * half + 1]);
+      }
+    }
     store_state_bf16(sm, s, warp, lane);
   }
+  __syncthreads();  // the last chunk's O is complete
+  const int last = chunks - 1;
+  store_output_rows(sm.out, p, seq.start + last * kChunk, seq.length - last * kChunk, head, col0, tid);
   for_each_state_element(s, warp, lane, [&](float& x, int key, int col) { state[(col0 + col) * kDim + key] = x; });
 }
 
-// ---- output: a CTA per (chunk, value head, sequence), all chunks at once ---------------------------------
-//   O = diag(qscale) Q S_c + P V',   out = rmsnorm(O) w silu(z)
+// ---- norm: out = rmsnorm(O) w silu(z) in place, over the rows of the batch's sequences only ------------------
+// A block per kRowsPerBlock (token, value head) rows of a sequence (grid y); rows of padding keep what they held.
 
-struct OutputSmem {
-  bf16 q[kChunk][kLdDim];  // raw q rows of the key head; then the gated output rows
-  bf16 state[kDim][kLdDim];  // the chunk-start state S_c [k][v]
-  bf16 p[kChunk][kLdChunk];
-  bf16 v[kChunk][kLdDim];  // V'
-  bf16 z[kChunk][kLdDim];
-  float qscale[kChunk];
-  float sum_sq[kColumnGroups][kChunk];  // per token, each column group's sum of o^2
-};
+using NormTraits = RMSNormTraits<bf16, NormKind::kGated, 8, kDim / 8, 1>;  // 16 lanes per row, a vector each
 
-__global__ void __launch_bounds__(kThreads) gdn_prefill_output_kernel(const GdnPrefillParams p) {
-  extern __shared__ __align__(16) unsigned char smem_bytes[];
-  OutputSmem& sm = *reinterpret_cast<OutputSmem*>(smem_bytes);
-  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-  // A warp owns 16 rows (block) x 64 value columns (group).
-  const int block = warp % kRowBlocks, group = warp / kRowBlocks;
-  constexpr int kGroupCols = kDim / kColumnGroups;
-  const int head = blockIdx.y;
-  const Sequence seq = sequence(p, blockIdx.z);
-  const int64_t first_chunk = chunk_index(seq, blockIdx.z);
-  float norm_w[kGroupCols / 8][2];
-#pragma unroll
-  for (int nt = 0; nt < kGroupCols / 8; ++nt) {
-#pragma unroll
-    for (int e = 0; e < 2; ++e) {
-      norm_w[nt][e] = to_float(static_cast<const bf16*>(p.norm_weight)[kGroupCols * group + nt * 8 + 2 * (lane % 4) + e]);
-    }
-  }
-
-  for (int chunk = blockIdx.x; chunk * kChunk < seq.length; chunk += gridDim.x) {
-    const int row0 = seq.start + chunk * kChunk, rows = min(kChunk, seq.length - chunk * kChunk);
-    const int64_t head_row = int64_t(row0) * p.value_heads + head, workspace_stride = int64_t(p.value_heads) * kDim;
-    __syncthreads();  // the previous chunk is done with shared memory
-    // Q S_c's operands first, the rest in a second group that lands while Q S_c runs.
-    copy_rows<kChunk, kDim>(&sm.q[0][0], kLdDim, static_cast<const bf16*>(p.qkv) + int64_t(row0) * p.qkv_row_stride +
-                            head / kRatio * kDim, p.qkv_row_stride, rows, tid);
-    copy_rows<kDim, kDim>(&sm.state[0][0], kLdDim, static_cast<const bf16*>(p.chunk_states) +
-                          ((first_chunk + chunk) * p.value_heads + head) * kDim * kDim, kDim, kDim, tid);
-    cp_async_commit();
-    copy_rows<kChunk, kChunk>(&sm.p[0][0], kLdChunk, static_cast<const bf16*>(p.p) + head_row * kChunk,
-                              int64_t(p.value_heads) * kChunk, rows, tid);
-    copy_rows<kChunk, kDim>(&sm.v[0][0], kLdDim, static_cast<const bf16*>(p.v_new) + head_row * kDim,
-                            workspace_stride, rows, tid);
-    copy_rows<kChunk, kDim>(&sm.z[0][0], kLdDim, static_cast<const bf16*>(p.z) + int64_t(row0) * p.z_row_stride +
-                            head * kDim, p.z_row_stride, rows, tid);
-    cp_async_commit();
-    if (tid < kChunk) sm.qscale[tid] = tid < rows ? p.scales[(head_row + int64_t(tid) * p.value_heads) * 4] : 0.f;
-    cp_async_wait<1>();
-    __syncthreads();
-
-    float o[kGroupCols / 8][4] = {};
-    mma_rows<kGroupCols, kDim>(o, &sm.q[0][0], kLdDim, 16 * block, &sm.state[0][0], kLdDim, kGroupCols * group, kDim,
-                               lane);
-#pragma unroll
-    for (int nt = 0; nt < kGroupCols / 8; ++nt) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) o[nt][e] *= sm.qscale[16 * block + lane / 4 + 8 * (e / 2)];
-    }
-    cp_async_wait<0>();
-    __syncthreads();
-    // O += P V' (P is zero right of the diagonal block).
-    mma_rows<kGroupCols, kChunk>(o, &sm.p[0][0], kLdChunk, 16 * block, &sm.v[0][0], kLdDim, kGroupCols * group,
-                                 16 * block + 16, lane);
-    // o is rounded to bf16 where the unfused model stores it; the norm spans both column groups.
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      float sum = 0.f;
-#pragma unroll
-      for (int nt = 0; nt < kGroupCols / 8; ++nt) {
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const float x = round_to<bf16>(o[nt][2 * half + e]);
-          o[nt][2 * half + e] = x;
-          sum += x * x;
-        }
-      }
-      sum = group_sum<4>(sum);
-      if (lane % 4 == 0) sm.sum_sq[group][16 * block + lane / 4 + 8 * half] = sum;
-    }
-    __syncthreads();  // the sums are complete; every warp is done reading q (its rows now take the output)
-
-    // out = rmsnorm(o) * w * silu(z), with the unfused model's bf16 roundings, staged for row-wide stores.
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const int i = 16 * block + lane / 4 + 8 * half;
-      const float inv_rms = rsqrtf((sm.sum_sq[0][i] + sm.sum_sq[1][i]) * (1.f / kDim) + p.eps);
-#pragma unroll
-      for (int nt = 0; nt < kGroupCols / 8; ++nt) {
-        const int col = kGroupCols * group + nt * 8 + 2 * (lane % 4);
-        const float2 z = unpack_bf16(*reinterpret_cast<const unsigned*>(&sm.z[i][col]));
-        float y[2];
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const float normed = round_to<bf16>(round_to<bf16>(o[nt][2 * half + e] * inv_rms) * norm_w[nt][e]);
-          y[e] = normed * silu(e == 0 ? z.x : z.y);
-        }
-        *reinterpret_cast<unsigned*>(&sm.q[i][col]) = pack_bf16(y[0], y[1]);
-      }
-    }
-    __syncthreads();
-    bf16* out = static_cast<bf16*>(p.out) + int64_t(row0) * p.out_row_stride + head * kDim;
-    for (int i = tid; i < rows * kDim / 8; i += kThreads) {
-      const int r = i / (kDim / 8), col = i % (kDim / 8) * 8;
-      *reinterpret_cast<uint4*>(out + int64_t(r) * p.out_row_stride + col) = *reinterpret_cast<const uint4*>(&sm.q[r][col]);
-    }
+__global__ void __launch_bounds__(NormTraits::kThreads) gdn_prefill_norm_kernel(const RMSNormParams norm,
+                                                                                 const GdnPrefillParams p) {
+  await_previous_kernel();  // launched chained to `state`
+  const Sequence seq = sequence(p, blockIdx.y);
+  const int64_t rows = int64_t(seq.length) * p.value_heads;
+  // Blocks stride over the sequence's rows: the grid is sized by max_chunks, a hint.
+  for (int64_t row0 = int64_t(blockIdx.x) * NormTraits::kRowsPerBlock; row0 < rows;
+       row0 += int64_t(gridDim.x) * NormTraits::kRowsPerBlock) {
+    const int64_t row = row0 + threadIdx.x / NormTraits::kLanes;
+    const bool valid_row = row < rows;
+    norm_row<NormTraits>(norm, valid_row ? seq.start + row / p.value_heads : 0,
+                         valid_row ? row % p.value_heads * kDim : 0, valid_row, threadIdx.x % NormTraits::kLanes);
   }
 }
 

@@ -9,7 +9,7 @@ namespace qwen3next {
 enum class NormKind {
   kPlain,        // out = x * rsqrt(mean(x^2) + eps) * (1 + w)
   kAddResidual,  // s = x + residual (rounded to T) -> residual_out; out = s * rsqrt(mean(s^2) + eps) * (1 + w)
-  kGated,        // out = x * rsqrt(mean(x^2) + eps) * w * silu(z)
+  kGated,        // out = x * rsqrt(mean(x^2) + eps) * w * silu(z), rounded to T after the norm and after w (the model)
 };
 
 // Rows are (token, head) pairs: row (t, h) of a tensor starts at ptr + t * token_stride + h * dim,

@@ -42,20 +42,14 @@ __device__ __forceinline__ float row_sum(float x) {
   return x;
 }
 
+// The norm of one row, whose head starts head_offset elements into its token's row; every thread of the block calls it
+// (the row reduction may hold a barrier), those of no row with valid_row false.
 template <typename Traits>
-__global__ void __launch_bounds__(Traits::kThreads) rmsnorm_kernel(const RMSNormParams p) {
+__device__ __forceinline__ void norm_row(const RMSNormParams& p, int64_t token, int64_t head_offset, bool valid_row,
+                                         int lane) {
   using T = typename Traits::Element;
   constexpr int kVec = Traits::kVec, kLanes = Traits::kLanes, kIters = Traits::kIters;
   constexpr NormKind kKind = Traits::kind;
-  await_previous_kernel();  // launched chained: only its launch overlaps the kernel before
-
-  const int64_t row = int64_t(blockIdx.x) * Traits::kRowsPerBlock + threadIdx.x / kLanes;
-  const int lane = threadIdx.x % kLanes;
-  // Threads past the last row stay to the end: the row reduction needs the whole warp (and block).
-  const bool valid_row = row < p.tokens * p.heads;
-  const int64_t token = valid_row ? row / p.heads : 0;
-  const int64_t head_offset = valid_row ? int64_t(row % p.heads) * p.dim : 0;
-
   const T* x = static_cast<const T*>(p.x) + token * p.x_stride + head_offset;
   const T* other = static_cast<const T*>(p.other) + token * p.other_stride + head_offset;
   T* out = static_cast<T*>(p.out) + token * p.out_stride + head_offset;
@@ -99,7 +93,7 @@ __global__ void __launch_bounds__(Traits::kThreads) rmsnorm_kernel(const RMSNorm
       float z[kVec];
       load_float(z, other + col);
 #pragma unroll
-      for (int i = 0; i < kVec; ++i) v[it][i] = v[it][i] * inv_rms * w[i] * silu(z[i]);
+      for (int i = 0; i < kVec; ++i) v[it][i] = round_to<T>(round_to<T>(v[it][i] * inv_rms) * w[i]) * silu(z[i]);
     } else {
 #pragma unroll
       for (int i = 0; i < kVec; ++i) v[it][i] = v[it][i] * inv_rms * (1.f + w[i]);
@@ -111,6 +105,16 @@ __global__ void __launch_bounds__(Traits::kThreads) rmsnorm_kernel(const RMSNorm
     const int col = (it * kLanes + lane) * kVec;
     if (valid_row && col < p.dim) store_float(out + col, v[it]);
   }
+}
+
+template <typename Traits>
+__global__ void __launch_bounds__(Traits::kThreads) rmsnorm_kernel(const RMSNormParams p) {
+  await_previous_kernel();  // launched chained: only its launch overlaps the kernel before
+  const int64_t row = int64_t(blockIdx.x) * Traits::kRowsPerBlock + threadIdx.x / Traits::kLanes;
+  // Threads past the last row stay to the end: the row reduction needs the whole warp (and block).
+  const bool valid_row = row < p.tokens * p.heads;
+  norm_row<Traits>(p, valid_row ? row / p.heads : 0, valid_row ? int64_t(row % p.heads) * p.dim : 0, valid_row,
+                   threadIdx.x % Traits::kLanes);
 }
 
 }  // namespace qwen3next

@@ -125,12 +125,17 @@ def causal_conv1d_varlen(x: torch.Tensor, weight: torch.Tensor, conv_state: torc
 # ---- Gated DeltaNet prefill (conv, then the chunked delta rule and gated norm) --------------------------
 
 
+GDN_PREFILL_SHARED_BYTES = 149504  # the state kernel's two stages (StateSmem<2>, csrc/gdn/gdn_prefill_kernel.cuh)
+
+
 def _gdn_prefill_kernel_fits(qkvz: torch.Tensor, recurrent_state: torch.Tensor, slots: torch.Tensor,
                              cu_seqlens: torch.Tensor) -> bool:
-    """The kernels' scope: bf16 activations, fp32 state, 128-wide heads, sm80+."""
+    """The kernels' scope: bf16 activations, fp32 state, 128-wide heads, sm80+ with 146 KiB of shared memory per
+    block (sm80, sm90, sm100; not sm86 / sm89)."""
     return (HAS_KERNELS and qkvz.is_cuda and qkvz.dtype == torch.bfloat16 and recurrent_state.dtype == torch.float32
             and recurrent_state.shape[-2:] == (GDN_HEAD_DIM, GDN_HEAD_DIM) and slots.dtype == torch.int32
-            and cu_seqlens.dtype == torch.int32 and torch.cuda.get_device_capability(qkvz.device)[0] >= 8)
+            and cu_seqlens.dtype == torch.int32 and torch.cuda.get_device_capability(qkvz.device)[0] >= 8
+            and torch.cuda.get_device_properties(qkvz.device).shared_memory_per_block_optin >= GDN_PREFILL_SHARED_BYTES)
 
 
 def gdn_prefill(qkvz: torch.Tensor, ba: torch.Tensor, conv_state: torch.Tensor, recurrent_state: torch.Tensor,
