@@ -19,9 +19,10 @@ void gdn_decode(at::Tensor& out, at::Tensor& conv_state, at::Tensor& recurrent_s
                 const at::Tensor& ba, const at::Tensor& slots, const at::Tensor& conv_weight, const at::Tensor& A_log,
                 const at::Tensor& dt_bias, const at::Tensor& norm_weight, double eps, bool update_state,
                 bool zero_padding);
-void gdn_prefill(at::Tensor& out, at::Tensor& recurrent_state, const at::Tensor& qkv, const at::Tensor& z,
-                 const at::Tensor& ba, const at::Tensor& cu_seqlens, const at::Tensor& slots, const at::Tensor& A_log,
-                 const at::Tensor& dt_bias, const at::Tensor& norm_weight, double eps, int64_t max_seqlen);
+void gdn_prefill(at::Tensor& out, at::Tensor& conv_state, at::Tensor& recurrent_state, const at::Tensor& qkvz,
+                 const at::Tensor& ba, const at::Tensor& cu_seqlens, const at::Tensor& slots,
+                 const at::Tensor& conv_weight, const at::Tensor& A_log, const at::Tensor& dt_bias,
+                 const at::Tensor& norm_weight, double eps, int64_t max_seqlen);
 
 // conv/
 void causal_conv1d_varlen(at::Tensor& out, at::Tensor& conv_state, const at::Tensor& x, const at::Tensor& weight,

@@ -34,13 +34,15 @@ TORCH_LIBRARY(qwen3next, m) {
         "bool update_state, bool zero_padding) -> ()");
   m.impl("gdn_decode", c10::DeviceType::CUDA, &qwen3next::gdn_decode);
 
-  // Gated DeltaNet prefill after the conv (python/qwen3next_cuda/cache.py), chunked gated delta rule on tensor
-  // cores: sequence s is rows [cu_seqlens[s], cu_seqlens[s+1]) of qkv[N, >= C] ([q|k|v], conv + SiLU output),
-  // z[N, Hv*128], ba[N, 2*Hv] ([b|a]); out[N, Hv*128] = gated_rmsnorm(delta_rule(q, k, v), z); it starts from
-  // recurrent_state[slots[s]] ([S, Hv, 128, 128] fp32, value-major) and leaves its final state there; slots
+  // Gated DeltaNet prefill (python/qwen3next_cuda/cache.py): causal conv1d + SiLU, then the chunked gated delta rule
+  // on tensor cores: sequence s is rows [cu_seqlens[s], cu_seqlens[s+1]) of qkvz[N, >= C + Hv*128] (the in_proj
+  // output [q|k|v|z], C = conv_weight's channels) and ba[N, 2*Hv] ([b|a]); out[N, Hv*128] =
+  // gated_rmsnorm(delta_rule(conv(q, k, v)), z); it starts from conv_state[slots[s]] ([S, 3, C]) and
+  // recurrent_state[slots[s]] ([S, Hv, 128, 128] fp32, value-major) and leaves its final states there; slots
   // outside [0, S) skip. max_seqlen (a hint for the grid) is the longest sequence.
-  m.def("gdn_prefill(Tensor(a!) out, Tensor(b!) recurrent_state, Tensor qkv, Tensor z, Tensor ba, Tensor cu_seqlens, "
-        "Tensor slots, Tensor A_log, Tensor dt_bias, Tensor norm_weight, float eps, int max_seqlen) -> ()");
+  m.def("gdn_prefill(Tensor(a!) out, Tensor(b!) conv_state, Tensor(c!) recurrent_state, Tensor qkvz, Tensor ba, "
+        "Tensor cu_seqlens, Tensor slots, Tensor conv_weight, Tensor A_log, Tensor dt_bias, Tensor norm_weight, "
+        "float eps, int max_seqlen) -> ()");
   m.impl("gdn_prefill", c10::DeviceType::CUDA, &qwen3next::gdn_prefill);
 
   // Causal depthwise conv1d + SiLU over a varlen batch (prefill): sequence s is rows

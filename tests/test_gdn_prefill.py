@@ -152,24 +152,33 @@ def test_small_max_seqlen_hint_is_still_correct():
 
 
 @cuda
+def test_short_sequences_match_fp32_reference():
+    """Sequences shorter than the conv's window (their new conv state keeps rows of the old one), at odd offsets."""
+    ours, expected, slots, rows = run_both([2, 1, 3, 70, 2, 1, 5], seed=4)
+    check_against_reference(ours, expected, slots, rows)
+
+
+@cuda
 def test_bad_inputs_raise():
     gen = torch.Generator().manual_seed(8)
     layer = make_layer(gen, device="cuda")
-    qkvz, ba, _, recurrent, slots, cu_seqlens = make_batch(gen, [10, 20], 3, device="cuda")
-    qkv, z = qkvz[:, :1024], qkvz[:, 1024:]
+    qkvz, ba, conv_state, recurrent, slots, cu_seqlens = make_batch(gen, [10, 20], 3, device="cuda")
     out = torch.empty(30, 512, dtype=torch.bfloat16, device="cuda")
-    args = dict(qkv=qkv, z=z, ba=ba, cu_seqlens=cu_seqlens, slots=slots, A_log=layer["A_log"],
-                dt_bias=layer["dt_bias"], norm_weight=layer["norm_weight"], eps=EPS, max_seqlen=20)
+    args = dict(out=out, conv_state=conv_state, recurrent_state=recurrent, qkvz=qkvz, ba=ba, cu_seqlens=cu_seqlens,
+                slots=slots, conv_weight=layer["conv_weight"], A_log=layer["A_log"], dt_bias=layer["dt_bias"],
+                norm_weight=layer["norm_weight"], eps=EPS, max_seqlen=20)
 
     def call(**changes):
-        kw = dict(args, **changes)
-        torch.ops.qwen3next.gdn_prefill(changes.get("out", out), changes.get("recurrent_state", recurrent),
-                                        *(kw[k] for k in args))
+        torch.ops.qwen3next.gdn_prefill(**dict(args, **changes))
 
     with pytest.raises(RuntimeError, match="recurrent_state must have dtype"):
         call(recurrent_state=recurrent.bfloat16())
-    with pytest.raises(RuntimeError, match="z must have shape"):
-        call(z=z[:, :256])
+    with pytest.raises(RuntimeError, match="qkvz must be"):
+        call(qkvz=qkvz[:, :1024 + 256])
+    with pytest.raises(RuntimeError, match="conv_state must have shape"):
+        call(conv_state=conv_state[:, :2].contiguous())
+    with pytest.raises(RuntimeError, match="conv_weight must have shape"):
+        call(conv_weight=layer["conv_weight"][:512].contiguous())
     with pytest.raises(RuntimeError, match="cu_seqlens must have shape"):
         call(cu_seqlens=cu_seqlens[:2])
     with pytest.raises(RuntimeError, match="2 value heads per key head"):
@@ -177,9 +186,9 @@ def test_bad_inputs_raise():
     with pytest.raises(RuntimeError, match="max_seqlen must be >= 0"):
         call(max_seqlen=-1)
     with pytest.raises(RuntimeError, match="must be bfloat16"):
-        call(qkv=qkv.half())
+        call(qkvz=qkvz.half())
     with pytest.raises(RuntimeError, match="16-byte boundaries"):
-        call(qkv=qkvz[:, 1:1025])
+        call(qkvz=torch.zeros(30, 1537, dtype=torch.bfloat16, device="cuda")[:, 1:])
 
 
 @pytest.mark.skipif(not ops.HAS_KERNELS, reason="extension not built")
@@ -187,17 +196,18 @@ def test_fake_implementation_traces_on_meta():
     def meta(*shape, dtype=torch.bfloat16):
         return torch.empty(*shape, device="meta", dtype=dtype)
 
-    torch.ops.qwen3next.gdn_prefill(meta(30, 512), meta(5, 4, 128, 128, dtype=torch.float32), meta(30, 1024),
-                                    meta(30, 512), meta(30, 8), meta(3, dtype=torch.int32), meta(2, dtype=torch.int32),
-                                    meta(4, dtype=torch.float32), meta(4, dtype=torch.float32), meta(128), EPS, 20)
+    torch.ops.qwen3next.gdn_prefill(meta(30, 512), meta(5, 3, 1024), meta(5, 4, 128, 128, dtype=torch.float32),
+                                    meta(30, 1536), meta(30, 8), meta(3, dtype=torch.int32), meta(2, dtype=torch.int32),
+                                    meta(1024, 4), meta(4, dtype=torch.float32), meta(4, dtype=torch.float32),
+                                    meta(128), EPS, 20)
 
 
 @cuda
 def test_opcheck():
     gen = torch.Generator().manual_seed(9)
     layer = make_layer(gen, device="cuda")
-    qkvz, ba, _, recurrent, slots, cu_seqlens = make_batch(gen, [10, 20], 3, device="cuda")
+    qkvz, ba, conv_state, recurrent, slots, cu_seqlens = make_batch(gen, [10, 20], 3, device="cuda")
     out = torch.empty(30, 512, dtype=torch.bfloat16, device="cuda")
     torch.library.opcheck(torch.ops.qwen3next.gdn_prefill.default,
-                          (out, recurrent, qkvz[:, :1024].contiguous(), qkvz[:, 1024:].contiguous(), ba, cu_seqlens,
-                           slots, layer["A_log"], layer["dt_bias"], layer["norm_weight"], EPS, 20))
+                          (out, conv_state, recurrent, qkvz, ba, cu_seqlens, slots, layer["conv_weight"],
+                           layer["A_log"], layer["dt_bias"], layer["norm_weight"], EPS, 20))

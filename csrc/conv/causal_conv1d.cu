@@ -1,48 +1,22 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
-#include <type_traits>
-
 #include "common/chain.cuh"
 #include "common/launch.h"
 #include "common/vec.cuh"
 #include "conv/causal_conv1d.h"
+#include "conv/conv_math.cuh"
 
 namespace qwen3next {
 namespace {
 
-constexpr int kWidth = 4;  // taps
+using conv::element_float;
+using conv::kWidth;
 constexpr int kVec = 8;  // channels per thread: one 16-byte vector of a 16-bit dtype
 constexpr int kTokens = 8;  // tokens per thread: its rows and the window before them load at once (the
                             // window's rows are a neighbour's too: L2 hits)
 constexpr int kThreads = 128;
 constexpr int kMinBlocks = 4;  // per SM: caps registers at 128 (no spills) for 11 rows in flight per thread
-
-constexpr float kLog2e = 1.4426950408889634f;
-
-// The kernel is bound by its instructions (H100: 66 µs at 4096 tokens with a fast SiLU, 87 with the exact one), so
-// the weights carry SiLU's factor -log2(e): z = -log2(e) acc, and
-//   silu(acc) = acc / (1 + 2^z) = z / (-log2(e) (1 + 2^z))
-// in 5 instructions by approximate ex2 and reciprocal, ftz for no denormal fix-ups: a denormal 2^z (acc > 87) is 0
-// and the quotient acc; an infinite one (acc < -88) makes the quotient 0, silu's value to fp32.
-__device__ __forceinline__ float silu_of_scaled(float z) {
-  float e, r;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(e) : "f"(z));
-  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(fmaf(e, -kLog2e, -kLog2e)));
-  return z * r;
-}
-
-// Element v of a row's kVec held as raw words, as a float: a bf16 is the top half of its float, one shift or mask
-// (vec.cuh's element_of + to_float take two instructions for an upper half).
-template <typename T>
-__device__ __forceinline__ float element_float(const unsigned (&words)[kVec / 2], int v) {
-  const unsigned w = words[v / 2];
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    return __uint_as_float(v % 2 ? w & 0xffff0000u : w << 16);
-  } else {
-    return to_float(element_of<T>(w, v % 2));
-  }
-}
 
 // Input row pos of sequence [start, ...) at channels c..c+7: x itself, or the slot's conv state before start (one
 // load from either address).
@@ -141,7 +115,7 @@ __device__ __forceinline__ void convolve(const CausalConv1dParams& p, const unsi
       float z = w[kWidth - 1][v] * x[v];
 #pragma unroll
       for (int j = 0; j < kWidth - 1; ++j) z += w[j][v] * window[j][v];
-      y[v] = silu_of_scaled(z);
+      y[v] = conv::silu_of_scaled(z);
     }
     store_float(out + i * p.out_row_stride, y);
 #pragma unroll
@@ -164,8 +138,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) causal_conv1d_varlen_ker
   // The taps are weights: loaded while the kernel before still runs (common/chain.cuh), raw, channel-major
   // ([c][j]); turned into floats once the rows are in flight.
   unsigned taps[kWidth][kVec / 2];
-#pragma unroll
-  for (int k = 0; k < kWidth; ++k) load_words(taps[k], static_cast<const T*>(p.weight) + int64_t(c) * kWidth + k * kVec);
+  conv::load_taps(taps, static_cast<const T*>(p.weight), c);
   await_previous_kernel();
 
   // Every load is issued before the first use: the rows as raw words here, the first token's window in convolve.
@@ -185,14 +158,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) causal_conv1d_varlen_ker
   const int start = p.cu_seqlens[lo], end = p.cu_seqlens[lo + 1], slot = valid_slot(p, lo);
 
   float w[kWidth][kVec];
-#pragma unroll
-  for (int i = 0; i < kVec; ++i) {
-#pragma unroll
-    for (int j = 0; j < kWidth; ++j) {
-      const int e = i * kWidth + j;
-      w[j][i] = element_float<T>(taps[e / kVec], e % kVec) * -kLog2e;
-    }
-  }
+  conv::scale_taps<T>(w, taps);
 
   // The same for the whole block: its tokens in one sequence with a slot, none of them the previous block's.
   if (t_begin >= start && t_end <= end && slot >= 0 && (t_begin == start || t_begin - start >= kWidth - 1)) {

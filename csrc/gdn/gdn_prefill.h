@@ -1,12 +1,14 @@
-// Gated DeltaNet prefill: the chunked gated delta rule (64-token chunks, WY/UT form, tensor cores) over a
-// varlen batch, from the conv output to the gated RMSNorm, each sequence starting from the recurrent state in
-// its cache slot and leaving its final state there. Layouts: python/qwen3next_cuda/cache.py.
+// Gated DeltaNet prefill: the causal conv1d + SiLU and the chunked gated delta rule (64-token chunks, WY/UT form,
+// tensor cores) over a varlen batch, from the in_proj output to the gated RMSNorm, each sequence starting from the
+// conv and recurrent states in its cache slot and leaving its final states there. Layouts:
+// python/qwen3next_cuda/cache.py.
 //
-// Three launches (sm80+: mma.sync and cp.async). `prepare` (every chunk at once) solves each chunk's
-// triangular system and writes, per token and value head, the chunk-local terms that do not depend on the
-// state: T diag(beta), P and the row scales. `state` (a CTA per 32 value columns of a head and sequence; the
-// columns evolve independently) walks the chunks in order, carrying the fp32 state S, and writes each chunk's
-// output columns (bf16, before the norm) into `out`:
+// Three launches (sm80+: mma.sync and cp.async). `prepare` (every chunk at once, a CTA per chunk and key head)
+// convolves the 512 channels it owns (q and k of its key head, v of its two value heads) into the qkv workspace,
+// solves each chunk's triangular system and writes, per token and value head, the chunk-local terms that do not
+// depend on the state: T diag(beta), P and the row scales. `state` (a CTA per 32 value columns of a head and
+// sequence; the columns evolve independently) walks the chunks in order, carrying the fp32 state S, and writes each
+// chunk's output columns (bf16, before the norm) into `out`:
 //   V' = T diag(beta) (V - diag(wscale) K S),   O = diag(qscale) Q S + P V',   S = gamma S + K^T diag(kscale) V'
 // `norm` (norm/rmsnorm_kernel.cuh's row code), since the norm spans a head's 128 columns, then finishes the rows of
 // the batch's sequences in place (rows of padding keep what they held):
@@ -20,7 +22,11 @@
 namespace qwen3next {
 
 struct GdnPrefillParams {
-  const void* qkv;  // [tokens, >= 2*Hk*128 + Hv*128] bf16: conv + SiLU output, [q | k | v]
+  const void* x;  // [tokens, >= C] bf16 rows: the in_proj output, [q | k | v] its first C = 2*Hk*128 + Hv*128 channels
+  int64_t x_row_stride;
+  const void* conv_weight;  // [C, 4] bf16
+  void* conv_state;  // [num_slots, 3, C] bf16: the conv inputs before each sequence, oldest first
+  void* qkv;  // [tokens, C] bf16 workspace: the conv + SiLU output, written by `prepare`, read by `state`
   int64_t qkv_row_stride;
   const void* z;  // [tokens, Hv*128] bf16 rows (a slice of the in_proj output)
   int64_t z_row_stride;
@@ -39,7 +45,7 @@ struct GdnPrefillParams {
   void* p;  // [tokens, Hv, 64] bf16: row i of P = (Q K^T, normalised) * exp(c_i - c_j), j <= i, of its chunk
   float* scales;  // [tokens, Hv, 4] fp32: qscale, kscale, c (cumulative g within the chunk), wscale
   float eps;
-  int tokens, key_heads, value_heads, seqs, num_slots;
+  int tokens, channels, key_heads, value_heads, seqs, num_slots;
   int max_chunks;  // chunks of the longest sequence (a hint: `prepare` strides over more when there are)
 };
 

@@ -14,6 +14,7 @@
 #include "common/async_copy.cuh"
 #include "common/mma.cuh"
 #include "common/vec.cuh"
+#include "conv/conv_math.cuh"
 #include "gdn/gdn_prefill.h"
 #include "norm/rmsnorm_kernel.cuh"
 
@@ -108,26 +109,98 @@ __device__ __forceinline__ void invert_unit_lower(PrepareSmem& sm, int head, int
   }
 }
 
+// The conv + SiLU of a chunk's channels, inside `prepare`: a CTA (chunk, key head) owns exactly 512 of the conv's
+// channels -- q and k of its key head, v of its two value heads -- so the conv needs no launch of its own, and its
+// output is written once (for `state`) and read once, not written, read back and written again.
+constexpr int kConvRows = 8;  // consecutive rows per thread and pass: 3 window rows are loaded per 8 outputs
+constexpr int kConvVectors = (2 + kRatio) * kDim / 8;  // 16-byte channel vectors of a CTA: q, k, then v
+
+// The conv channel of the CTA's vector `vec`.
+__device__ __forceinline__ int conv_channel(const GdnPrefillParams& p, int key_head, int vec) {
+  constexpr int kHead = kDim / 8;  // vectors per head
+  const int key_dim = p.key_heads * kDim;
+  if (vec < kHead) return key_head * kDim + 8 * vec;
+  if (vec < 2 * kHead) return key_dim + key_head * kDim + 8 * (vec - kHead);
+  return 2 * key_dim + key_head * kRatio * kDim + 8 * (vec - 2 * kHead);
+}
+
+// Conv input pos of the sequence (pos < 0: the slot's conv state, which holds the inputs before it) at channels
+// c..c+7, as raw words.
+__device__ __forceinline__ void load_conv_input(unsigned (&words)[4], const GdnPrefillParams& p, const Sequence& seq,
+                                                int pos, int c) {
+  constexpr int kHistory = conv::kWidth - 1;
+  load_words(words, pos >= 0 ? static_cast<const bf16*>(p.x) + int64_t(seq.start + pos) * p.x_row_stride + c
+                             : static_cast<const bf16*>(p.conv_state) +
+                                   (int64_t(seq.slot) * kHistory + pos + kHistory) * p.channels + c);
+}
+
+// The chunk's conv outputs into the qkv workspace, and q and k also into the shared tiles (zero rows past the
+// sequence). The thread of a sequence's first rows is the only reader of the slot's old conv state; it writes the new
+// one (the sequence's last 3 inputs) right after its loads (a thread's loads precede its stores to the same address).
+__device__ __forceinline__ void convolve_chunk(PrepareSmem& sm, const GdnPrefillParams& p, const Sequence& seq,
+                                               int chunk, int key_head, int tid) {
+  constexpr int kHistory = conv::kWidth - 1;
+  for (int task = tid; task < kConvVectors * (kChunk / kConvRows); task += kThreads) {
+    const int vec = task % kConvVectors, r0 = task / kConvVectors * kConvRows, c = conv_channel(p, key_head, vec);
+    const int pos0 = chunk * kChunk + r0;  // of the task's first row, within the sequence
+    unsigned rows[kHistory + kConvRows][4];  // inputs pos0 - 3 ... pos0 + 7, all loads in flight at once
+#pragma unroll
+    for (int i = 0; i < kHistory + kConvRows; ++i) {
+      if (pos0 - kHistory + i < seq.length) load_conv_input(rows[i], p, seq, pos0 - kHistory + i, c);
+    }
+    unsigned taps[conv::kWidth][4];
+    conv::load_taps(taps, static_cast<const bf16*>(p.conv_weight), c);
+    if (pos0 == 0) {
+      unsigned last[kHistory][4];
+#pragma unroll
+      for (int j = 0; j < kHistory; ++j) load_conv_input(last[j], p, seq, seq.length - kHistory + j, c);
+      bf16* state = static_cast<bf16*>(p.conv_state) + int64_t(seq.slot) * kHistory * p.channels + c;
+#pragma unroll
+      for (int j = 0; j < kHistory; ++j) store_words<4>(state + j * p.channels, last[j]);
+    }
+    float w[conv::kWidth][8];
+    conv::scale_taps<bf16>(w, taps);
+    bf16* tile = vec < kDim / 8       ? &sm.rows.q[r0][8 * vec]
+                 : vec < 2 * kDim / 8 ? &sm.rows.k[r0][8 * vec - kDim]
+                                      : nullptr;  // v: the workspace only
+    bf16* out = static_cast<bf16*>(p.qkv) + int64_t(seq.start + pos0) * p.qkv_row_stride + c;
+#pragma unroll
+    for (int i = 0; i < kConvRows; ++i) {
+      unsigned y[4] = {};  // zeros past the sequence
+      if (pos0 + i < seq.length) {
+#pragma unroll
+        for (int v = 0; v < 8; v += 2) {
+          float z[2];
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            z[e] = 0.f;
+#pragma unroll
+            for (int j = 0; j < conv::kWidth; ++j) z[e] += w[j][v + e] * conv::element_float<bf16>(rows[i + j], v + e);
+          }
+          y[v / 2] = pack_bf16(conv::silu_of_scaled(z[0]), conv::silu_of_scaled(z[1]));
+        }
+        store_words<4>(out + int64_t(i) * p.qkv_row_stride, y);
+      }
+      if (tile != nullptr) *reinterpret_cast<uint4*>(tile + i * kLdDim) = make_uint4(y[0], y[1], y[2], y[3]);
+    }
+  }
+}
+
 // Three CTAs per SM where shared memory allows (sm90: 3 x 70 KB): a CTA's serial steps (the loads, the solve's
 // column blocks of unequal length, the barriers) leave its warps idle, and the other CTAs fill the gaps.
-__global__ void __launch_bounds__(kThreads, 3) gdn_prefill_prepare_kernel(const GdnPrefillParams p) {
+__global__ void __launch_bounds__(kThreads, 2) gdn_prefill_prepare_kernel(const GdnPrefillParams p) {
   extern __shared__ __align__(16) unsigned char smem_bytes[];
   PrepareSmem& sm = *reinterpret_cast<PrepareSmem*>(smem_bytes);
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int block = warp % kRowBlocks, group = warp / kRowBlocks;  // 16 rows x 32 columns of K K^T and Q K^T
-  const int key_head = blockIdx.y, key_dim = p.key_heads * kDim;
+  const int key_head = blockIdx.y;
   const Sequence seq = sequence(p, blockIdx.z);
-  const bf16* qkv = static_cast<const bf16*>(p.qkv);
 
   for (int chunk = blockIdx.x; chunk * kChunk < seq.length; chunk += gridDim.x) {
     const int row0 = seq.start + chunk * kChunk, rows = min(kChunk, seq.length - chunk * kChunk);
     __syncthreads();  // the previous chunk is done with shared memory
-    const bf16* chunk_rows = qkv + int64_t(row0) * p.qkv_row_stride;
-    copy_rows<kChunk, kDim>(&sm.rows.q[0][0], kLdDim, chunk_rows + key_head * kDim, p.qkv_row_stride, rows, tid);
-    copy_rows<kChunk, kDim>(&sm.rows.k[0][0], kLdDim, chunk_rows + key_dim + key_head * kDim, p.qkv_row_stride, rows,
-                            tid);
-    cp_async_commit();
-    // Gating while the rows land: a thread per (value head, token); g = 0 and beta = 0 past the sequence.
+    convolve_chunk(sm, p, seq, chunk, key_head, tid);
+    // Gating: a thread per (value head, token); g = 0 and beta = 0 past the sequence.
     const int gate_head = tid / kChunk, gate_row = tid % kChunk, head0 = key_head * kRatio;
     if (gate_head < kRatio) {
       float g = 0.f, beta = 0.f;
@@ -146,8 +219,7 @@ __global__ void __launch_bounds__(kThreads, 3) gdn_prefill_prepare_kernel(const 
       sm.cum_g[gate_head][gate_row] = g;
       sm.beta[gate_head][gate_row] = beta;
     }
-    cp_async_wait<0>();
-    __syncthreads();
+    __syncthreads();  // the conv's tiles and the gating's per-warp sums are complete
     if (gate_head < kRatio && gate_row >= 32) sm.cum_g[gate_head][gate_row] += sm.cum_g[gate_head][31];
     for (int r = warp; r < 2 * kChunk; r += kWarps) {  // 1 / |x| of every q and k row: a warp per row
       const bf16* row = r < kChunk ? sm.rows.q[r] : sm.rows.k[r - kChunk];

@@ -122,7 +122,7 @@ def causal_conv1d_varlen(x: torch.Tensor, weight: torch.Tensor, conv_state: torc
     return out
 
 
-# ---- Gated DeltaNet prefill (conv, then the chunked delta rule and gated norm) --------------------------
+# ---- Gated DeltaNet prefill (the conv, the chunked delta rule and the gated norm) -----------------------
 
 
 GDN_PREFILL_SHARED_BYTES = 149504  # the state kernel's two stages (StateSmem<2>, csrc/gdn/gdn_prefill_kernel.cuh)
@@ -148,15 +148,12 @@ def gdn_prefill(qkvz: torch.Tensor, ba: torch.Tensor, conv_state: torch.Tensor, 
                                      dt_bias, norm_weight, eps, out, max_seqlen)
     if qkvz.stride(0) % 8:  # the kernels read 16-byte rows; a slice of a fused projection (ba after it) may break that
         qkvz = qkvz.contiguous()
-    channels = conv_weight.shape[0]
     if out is None:
         out = qkvz.new_zeros(qkvz.shape[0], recurrent_state.shape[1] * GDN_HEAD_DIM)
     if max_seqlen is None:
         max_seqlen = int((cu_seqlens[1:] - cu_seqlens[:-1]).max()) if slots.numel() else 0
-    qkv = causal_conv1d_varlen(qkvz[:, :channels], conv_weight, conv_state, slots, cu_seqlens,
-                               out=qkvz.new_empty(qkvz.shape[0], channels))  # rows of padding are never read
-    torch.ops.qwen3next.gdn_prefill(out, recurrent_state, qkv, _rows(qkvz[:, channels:]), _rows(ba), cu_seqlens,
-                                    slots, A_log, dt_bias, norm_weight, eps, max_seqlen)
+    torch.ops.qwen3next.gdn_prefill(out, conv_state, recurrent_state, qkvz, _rows(ba), cu_seqlens, slots, conv_weight,
+                                    A_log, dt_bias, norm_weight, eps, max_seqlen)
     return out
 
 
@@ -395,7 +392,8 @@ if HAS_KERNELS:
         return None
 
     @torch.library.register_fake("qwen3next::gdn_prefill")
-    def _(out, recurrent_state, qkv, z, ba, cu_seqlens, slots, A_log, dt_bias, norm_weight, eps, max_seqlen):
+    def _(out, conv_state, recurrent_state, qkvz, ba, cu_seqlens, slots, conv_weight, A_log, dt_bias, norm_weight, eps,
+          max_seqlen):
         return None
 
     @torch.library.register_fake("qwen3next::causal_conv1d_varlen")
