@@ -1,9 +1,10 @@
 """gdn_prefill: the Gated DeltaNet mixer between in_proj and out_proj for a prefill (conv1d + SiLU, gating, q/k
 L2 norm, chunked gated delta rule from the slot's state, final states into the cache, gated RMSNorm).
 
-ours: ops.gdn_prefill (the varlen conv kernel, then the three chunked delta-rule kernels). fla: the same mixer
-from flash-linear-attention at its fastest settings: its Triton causal_conv1d, chunk_gated_delta_rule with the
-L2 norm, the gating and the beta sigmoid in its kernels (value-major state, as ours), its fused gated RMSNorm.
+ours: ops.gdn_prefill (three kernels: `prepare` with the conv inside, `state`, which computes the output too, and
+the gated norm). fla: the same mixer from flash-linear-attention at its fastest settings: its Triton causal_conv1d,
+chunk_gated_delta_rule with the L2 norm, the gating and the beta sigmoid in its kernels (value-major state, as
+ours), its fused gated RMSNorm.
 fla_chunk_only: FLA's chunk_gated_delta_rule alone on prepared inputs (part of the work, not a peer). All
 graph-replayed. Equal-length sequences run through FLA as a batch (its varlen path syncs with the host).
 
