@@ -186,8 +186,8 @@ __device__ __forceinline__ void convolve_chunk(PrepareSmem& sm, const GdnPrefill
   }
 }
 
-// Three CTAs per SM where shared memory allows (sm90: 3 x 70 KB): a CTA's serial steps (the loads, the solve's
-// column blocks of unequal length, the barriers) leave its warps idle, and the other CTAs fill the gaps.
+// Two CTAs per SM: a CTA's serial steps (the conv's loads, the solve's column blocks of unequal length, the barriers)
+// leave its warps idle, and the other CTA fills the gaps. Three (80 registers) would spill the conv's rows in flight.
 __global__ void __launch_bounds__(kThreads, 2) gdn_prefill_prepare_kernel(const GdnPrefillParams p) {
   extern __shared__ __align__(16) unsigned char smem_bytes[];
   PrepareSmem& sm = *reinterpret_cast<PrepareSmem*>(smem_bytes);
