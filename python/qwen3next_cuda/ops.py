@@ -124,7 +124,6 @@ def causal_conv1d_varlen(x: torch.Tensor, weight: torch.Tensor, conv_state: torc
 
 # ---- Gated DeltaNet prefill (the conv, the chunked delta rule and the gated norm) -----------------------
 
-
 GDN_PREFILL_SHARED_BYTES = 149504  # the state kernel's two stages (StateSmem<2>, csrc/gdn/gdn_prefill_kernel.cuh)
 
 
