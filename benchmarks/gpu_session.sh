@@ -6,7 +6,8 @@
 #
 # Env: QWEN3NEXT_CUDA_ARCHS (default 90a); TESTS=cuda runs only the GPU tests, TESTS=0 none (TEST_FILES:
 # which, default tests/; TEST_TIMEOUT: seconds, default 900, so that a hang leaves time for the rest);
-# DEMO=1 runs the demo after the benchmarks; FULL_BUILD=1 also checks the default three-architecture
+# PROFILE="<module>..." runs those profile scripts after the benchmarks (e.g. benchmarks.profile_prefill; the tree's
+# build); DEMO=1 runs the demo after the benchmarks; FULL_BUILD=1 also checks the default three-architecture
 # build; SANITIZE=1 adds compute-sanitizer runs of the kernel tests (SANITIZE_TESTS: which files, default
 # all kernel tests; SANITIZE_K: a pytest -k expression narrowing them; SANITIZE_TIMEOUT: seconds per tool,
 # default 1800);
@@ -66,6 +67,11 @@ for round in $(seq "$rounds"); do
 done
 results=$(ls -t benchmarks/results/*.json 2>/dev/null | head -1)  # this GPU's, just written
 [ -n "$results" ] && cp "$results" "${results%.json}.md" "$OUT/"
+
+for module in ${PROFILE:-}; do
+  step "profile $module"
+  PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}. timeout 300 python3 -m "$module" 2>&1 | grep -v Warn | tee -a "$OUT/profile.log" | tail -20
+done
 
 if [ "${DEMO:-0}" = 1 ]; then
   step demo
