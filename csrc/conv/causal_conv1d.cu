@@ -18,17 +18,13 @@ constexpr int kTokens = 8;  // tokens per thread: its rows and the window before
 constexpr int kThreads = 128;
 constexpr int kMinBlocks = 4;  // per SM: caps registers at 128 (no spills) for 11 rows in flight per thread
 
-// Input row pos of sequence [start, ...) at channels c..c+7: x itself, or the slot's conv state before start (one
-// load from either address).
+// Input row pos of sequence [start, ...) at channels c..c+7 (one load from either address: conv::conv_input).
 template <typename T>
 __device__ __forceinline__ void load_history(float (&v)[kVec], const CausalConv1dParams& p, int pos, int start,
                                              int slot, int c) {
-  const T* const src =
-      pos >= start ? static_cast<const T*>(p.x) + pos * p.x_row_stride + c
-                   : static_cast<const T*>(p.conv_state) +
-                         (int64_t(slot) * (kWidth - 1) + pos - start + kWidth - 1) * p.channels + c;
   unsigned words[kVec / 2];
-  load_words(words, src);
+  load_words(words, conv::conv_input(static_cast<const T*>(p.x), p.x_row_stride, static_cast<const T*>(p.conv_state),
+                                     p.channels, slot, start, pos, c));
 #pragma unroll
   for (int i = 0; i < kVec; ++i) v[i] = element_float<T>(words, i);
 }

@@ -26,6 +26,15 @@ __device__ __forceinline__ float silu_of_scaled(float z) {
   return z * r;
 }
 
+// Where conv input `pos` (a token row) of the sequence starting at `start` lives, at channels c..: its row of x, or
+// before the sequence the slot's conv state, which holds the kWidth - 1 inputs before it, oldest first.
+template <typename T>
+__device__ __forceinline__ const T* conv_input(const T* x, int64_t x_row_stride, const T* conv_state, int channels,
+                                               int slot, int start, int pos, int c) {
+  return pos >= start ? x + pos * x_row_stride + c
+                      : conv_state + (int64_t(slot) * (kWidth - 1) + pos - start + kWidth - 1) * channels + c;
+}
+
 // Element v of 16-bit values held as raw words, as a float: a bf16 is the top half of its float, one shift or mask
 // (vec.cuh's element_of + to_float take two instructions for an upper half).
 template <typename T, int kWords>

@@ -124,14 +124,12 @@ __device__ __forceinline__ int conv_channel(const GdnPrefillParams& p, int key_h
   return 2 * key_dim + key_head * kRatio * kDim + 8 * (vec - 2 * kHead);
 }
 
-// Conv input pos of the sequence (pos < 0: the slot's conv state, which holds the inputs before it) at channels
-// c..c+7, as raw words.
+// Conv input pos of the sequence (pos < 0: the slot's conv state) at channels c..c+7, as raw words.
 __device__ __forceinline__ void load_conv_input(unsigned (&words)[4], const GdnPrefillParams& p, const Sequence& seq,
                                                 int pos, int c) {
-  constexpr int kHistory = conv::kWidth - 1;
-  load_words(words, pos >= 0 ? static_cast<const bf16*>(p.x) + int64_t(seq.start + pos) * p.x_row_stride + c
-                             : static_cast<const bf16*>(p.conv_state) +
-                                   (int64_t(seq.slot) * kHistory + pos + kHistory) * p.channels + c);
+  load_words(words, conv::conv_input(static_cast<const bf16*>(p.x), p.x_row_stride,
+                                     static_cast<const bf16*>(p.conv_state), p.channels, seq.slot, seq.start,
+                                     seq.start + pos, c));
 }
 
 // The chunk's conv outputs into the qkv workspace, and q and k also into the shared tiles (zero rows past the
