@@ -197,17 +197,24 @@ __global__ void __launch_bounds__(kThreads, 2) gdn_prefill_prepare_kernel(const 
   for (int chunk = blockIdx.x; chunk * kChunk < seq.length; chunk += gridDim.x) {
     const int row0 = seq.start + chunk * kChunk, rows = min(kChunk, seq.length - chunk * kChunk);
     __syncthreads();  // the previous chunk is done with shared memory
-    convolve_chunk(sm, p, seq, chunk, key_head, tid);
-    // Gating: a thread per (value head, token); g = 0 and beta = 0 past the sequence.
+    // Gating: a thread per (value head, token); g = 0 and beta = 0 past the sequence. Its loads are issued before
+    // the conv's, so that their round trips overlap.
     const int gate_head = tid / kChunk, gate_row = tid % kChunk, head0 = key_head * kRatio;
+    const bool gate_thread = gate_head < kRatio && gate_row < rows;
+    bf16 raw_b{}, raw_a{};
+    if (gate_thread) {
+      const bf16* ba = static_cast<const bf16*>(p.ba) + int64_t(row0 + gate_row) * p.ba_row_stride;
+      raw_b = ba[head0 + gate_head];
+      raw_a = ba[p.value_heads + head0 + gate_head];
+    }
+    convolve_chunk(sm, p, seq, chunk, key_head, tid);
     if (gate_head < kRatio) {
       float g = 0.f, beta = 0.f;
-      if (gate_row < rows) {
+      if (gate_thread) {
         const int head = head0 + gate_head;
-        const bf16* ba = static_cast<const bf16*>(p.ba) + int64_t(row0 + gate_row) * p.ba_row_stride;
-        const float a = to_float(ba[p.value_heads + head]) + p.dt_bias[head];
+        const float a = to_float(raw_a) + p.dt_bias[head];
         g = -expf(p.A_log[head]) * (a > 20.f ? a : log1pf(expf(a)));  // torch's softplus threshold
-        beta = round_to<bf16>(1.f / (1.f + expf(-to_float(ba[head]))));
+        beta = round_to<bf16>(1.f / (1.f + expf(-to_float(raw_b))));
       }
 #pragma unroll
       for (int offset = 1; offset < 32; offset *= 2) {  // inclusive scan over the warp's 32 tokens
@@ -497,11 +504,10 @@ __global__ void __launch_bounds__(NormTraits::kThreads) gdn_prefill_norm_kernel(
                                                                                  const GdnPrefillParams p) {
   await_previous_kernel();  // launched chained to `state`
   const Sequence seq = sequence(p, blockIdx.y);
-  const int64_t rows = int64_t(seq.length) * p.value_heads;
+  const int rows = seq.length * p.value_heads;  // below 2^31: the op checks tokens * channels
   // Blocks stride over the sequence's rows: the grid is sized by max_chunks, a hint.
-  for (int64_t row0 = int64_t(blockIdx.x) * NormTraits::kRowsPerBlock; row0 < rows;
-       row0 += int64_t(gridDim.x) * NormTraits::kRowsPerBlock) {
-    const int64_t row = row0 + threadIdx.x / NormTraits::kLanes;
+  for (int row0 = blockIdx.x * NormTraits::kRowsPerBlock; row0 < rows; row0 += gridDim.x * NormTraits::kRowsPerBlock) {
+    const int row = row0 + threadIdx.x / NormTraits::kLanes;
     const bool valid_row = row < rows;
     norm_row<NormTraits>(norm, valid_row ? seq.start + row / p.value_heads : 0,
                          valid_row ? row % p.value_heads * kDim : 0, valid_row, threadIdx.x % NormTraits::kLanes);

@@ -57,13 +57,15 @@ __device__ __forceinline__ void norm_row(const RMSNormParams& p, int64_t token, 
 
   // Loads are batched before any store: outputs may alias inputs, so the compiler cannot move a
   // load above an earlier store, and interleaving them would serialise one memory round trip each.
-  float v[kIters][kVec];
+  // The gate too is loaded with x, not after the row's sum: one round trip per row, not two.
+  float v[kIters][kVec], gate[kIters][kVec];
   float sum_sq = 0.f;
 #pragma unroll
   for (int it = 0; it < kIters; ++it) {
     const int col = (it * kLanes + lane) * kVec;
     if (!valid_row || col >= p.dim) continue;
     load_float(v[it], x + col);
+    if constexpr (kKind == NormKind::kGated) load_float(gate[it], other + col);
     if constexpr (kKind == NormKind::kAddResidual) {
       float r[kVec];
       load_float(r, other + col);
@@ -90,10 +92,8 @@ __device__ __forceinline__ void norm_row(const RMSNormParams& p, int64_t token, 
     float w[kVec];
     load_float(w, static_cast<const T*>(p.weight) + col);
     if constexpr (kKind == NormKind::kGated) {
-      float z[kVec];
-      load_float(z, other + col);
 #pragma unroll
-      for (int i = 0; i < kVec; ++i) v[it][i] = round_to<T>(round_to<T>(v[it][i] * inv_rms) * w[i]) * silu(z[i]);
+      for (int i = 0; i < kVec; ++i) v[it][i] = round_to<T>(round_to<T>(v[it][i] * inv_rms) * w[i]) * silu(gate[it][i]);
     } else {
 #pragma unroll
       for (int i = 0; i < kVec; ++i) v[it][i] = v[it][i] * inv_rms * (1.f + w[i]);
