@@ -391,10 +391,11 @@ __device__ __forceinline__ void store_state_bf16(Smem& sm, float (&s)[kCols / 8]
 // The staged output rows of a chunk (`rows` from token row0) into this CTA's columns of `out`, 16 bytes per thread.
 __device__ __forceinline__ void store_output_rows(const bf16 (&staged)[kChunk][kLdCols], const GdnPrefillParams& p,
                                                   int row0, int rows, int head, int col0, int tid) {
-  bf16* out = static_cast<bf16*>(p.out) + int64_t(row0) * p.out_row_stride + head * kDim + col0;
-  for (int i = tid; i < rows * kCols / 8; i += kThreads) {
-    const int r = i / (kCols / 8), c = i % (kCols / 8) * 8;
-    *reinterpret_cast<uint4*>(out + int64_t(r) * p.out_row_stride + c) = *reinterpret_cast<const uint4*>(&staged[r][c]);
+  static_assert(kChunk * kCols / 8 == kThreads, "a thread's vector: row tid / 4, columns 8 (tid % 4) ..");
+  const int r = tid / (kCols / 8), c = tid % (kCols / 8) * 8;
+  if (r < rows) {
+    bf16* out = static_cast<bf16*>(p.out) + int64_t(row0 + r) * p.out_row_stride + head * kDim + col0 + c;
+    *reinterpret_cast<uint4*>(out) = *reinterpret_cast<const uint4*>(&staged[r][c]);
   }
 }
 
