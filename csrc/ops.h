@@ -22,7 +22,7 @@ void gdn_decode(at::Tensor& out, at::Tensor& conv_state, at::Tensor& recurrent_s
 void gdn_prefill(at::Tensor& out, at::Tensor& conv_state, at::Tensor& recurrent_state, const at::Tensor& qkvz,
                  const at::Tensor& ba, const at::Tensor& cu_seqlens, const at::Tensor& slots,
                  const at::Tensor& conv_weight, const at::Tensor& A_log, const at::Tensor& dt_bias,
-                 const at::Tensor& norm_weight, double eps, int64_t max_seqlen);
+                 const at::Tensor& norm_weight, double eps, int64_t max_seqlen, bool portable);
 
 // conv/
 void causal_conv1d_varlen(at::Tensor& out, at::Tensor& conv_state, const at::Tensor& x, const at::Tensor& weight,

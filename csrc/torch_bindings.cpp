@@ -39,10 +39,11 @@ TORCH_LIBRARY(qwen3next, m) {
   // output [q|k|v|z], C = conv_weight's channels) and ba[N, 2*Hv] ([b|a]); out[N, Hv*128] =
   // gated_rmsnorm(delta_rule(conv(q, k, v)), z); it starts from conv_state[slots[s]] ([S, 3, C]) and
   // recurrent_state[slots[s]] ([S, Hv, 128, 128] fp32, value-major) and leaves its final states there; slots
-  // outside [0, S) skip. max_seqlen (a hint for the grid) is the longest sequence.
+  // outside [0, S) skip. max_seqlen (a hint for the grid) is the longest sequence. portable: the mma.sync `state`
+  // even where the wgmma one (sm90, a build with 90a) would run.
   m.def("gdn_prefill(Tensor(a!) out, Tensor(b!) conv_state, Tensor(c!) recurrent_state, Tensor qkvz, Tensor ba, "
         "Tensor cu_seqlens, Tensor slots, Tensor conv_weight, Tensor A_log, Tensor dt_bias, Tensor norm_weight, "
-        "float eps, int max_seqlen) -> ()");
+        "float eps, int max_seqlen, bool portable=False) -> ()");
   m.impl("gdn_prefill", c10::DeviceType::CUDA, &qwen3next::gdn_prefill);
 
   // Causal depthwise conv1d + SiLU over a varlen batch (prefill): sequence s is rows

@@ -57,8 +57,9 @@ def test_reference_matches_decode_steps():
     assert_close(recurrent, step_recurrent, atol=1e-5, rtol=1e-5, name="recurrent state")
 
 
-def run_both(lengths, key_heads=2, value_heads=4, seed=0):
-    """The kernels and the reference on the same inputs: (out, conv, recurrent) of each, the slots and rows."""
+def run_both(lengths, key_heads=2, value_heads=4, seed=0, kernel="sm90a"):
+    """The kernels and the reference on the same inputs: (out, conv, recurrent) of each, the slots and rows.
+    ``kernel``: "portable" runs the mma.sync state kernel where the wgmma one would (sm90, a build with 90a)."""
     gen = torch.Generator().manual_seed(seed)
     layer = make_layer(gen, key_heads, value_heads, "cuda")
     qkvz, ba, conv_state, recurrent, slots, cu_seqlens = make_batch(gen, lengths, len(lengths) + 3, key_heads,
@@ -68,7 +69,8 @@ def run_both(lengths, key_heads=2, value_heads=4, seed=0):
     rows = valid_rows(slots, cu_seqlens)
     out = nan_like(torch.empty(sum(lengths), value_heads * DIM, dtype=torch.bfloat16, device="cuda"))
     out[~rows] = PADDING_ROW  # finite: a norm over a row of padding would change it (a NaN row it would keep)
-    ops.gdn_prefill(qkvz, ba, conv_state, recurrent, slots, cu_seqlens, eps=EPS, out=out, **layer)
+    ops.gdn_prefill(qkvz, ba, conv_state, recurrent, slots, cu_seqlens, eps=EPS, out=out, portable=kernel == "portable",
+                    **layer)
     return (out, conv_state, recurrent), (expected, ref_conv, ref_recurrent), slots, rows
 
 
@@ -85,24 +87,30 @@ def check_against_reference(ours, expected, slots, rows):
     assert_close(recurrent[used], ref_recurrent[used], atol=2e-2, rtol=5e-2, max_rel_err=1e-2, name="recurrent state")
 
 
+KERNELS = pytest.mark.parametrize("kernel", ["portable", "sm90a"])  # sm90a: the wgmma state kernel where it runs
+
+
 @cuda
+@KERNELS
 @pytest.mark.parametrize("length", [1, 15, 63, 64, 65, 300, 4097])
-def test_kernel_matches_fp32_reference(length):
-    ours, expected, slots, rows = run_both([length], seed=length)
+def test_kernel_matches_fp32_reference(length, kernel):
+    ours, expected, slots, rows = run_both([length], seed=length, kernel=kernel)
     check_against_reference(ours, expected, slots, rows)
 
 
 @cuda
-def test_varlen_batch_matches_fp32_reference():
+@KERNELS
+def test_varlen_batch_matches_fp32_reference(kernel):
     """Lengths 1, 63, 64, 1000, 4097, with an empty sequence and a padding one (every third) among them."""
-    ours, expected, slots, rows = run_both([1, 0, 63, 64, 50, 1000, 4097], seed=1)
+    ours, expected, slots, rows = run_both([1, 0, 63, 64, 50, 1000, 4097], seed=1, kernel=kernel)
     check_against_reference(ours, expected, slots, rows)
 
 
 @cuda
-def test_model_heads_match_fp32_reference():
+@KERNELS
+def test_model_heads_match_fp32_reference(kernel):
     """The model's 16 key and 32 value heads."""
-    ours, expected, slots, rows = run_both([130, 77], key_heads=16, value_heads=32, seed=2)
+    ours, expected, slots, rows = run_both([130, 77], key_heads=16, value_heads=32, seed=2, kernel=kernel)
     check_against_reference(ours, expected, slots, rows)
 
 

@@ -21,13 +21,21 @@ void launch_state(const GdnPrefillParams& p, cudaStream_t stream) {
 
 }  // namespace
 
-void run_gdn_prefill(const GdnPrefillParams& p, cudaStream_t stream) {
+void run_gdn_prefill(const GdnPrefillParams& p, bool portable, cudaStream_t stream) {
   if (p.seqs == 0 || p.tokens == 0) return;
   allow_shared_memory<gdn_prefill_prepare_kernel>(sizeof(PrepareSmem), "gdn_prefill (prepare)");
   const dim3 chunk_grid(std::max(p.max_chunks, 1), p.key_heads, p.seqs);
   gdn_prefill_prepare_kernel<<<chunk_grid, kThreads, sizeof(PrepareSmem), stream>>>(p);
   QN_CHECK_LAUNCH();
-  if (current_device_attribute<cudaDevAttrMaxSharedMemoryPerBlockOptin>() >= int(sizeof(StateSmem<3>))) {
+#ifdef QWEN3NEXT_SM90A
+  const bool sm90 = !portable && current_device_attribute<cudaDevAttrComputeCapabilityMajor>() == 9 &&
+                    current_device_attribute<cudaDevAttrComputeCapabilityMinor>() == 0;
+#else
+  constexpr bool sm90 = false;
+#endif
+  if (sm90) {
+    run_gdn_prefill_state_sm90(p, stream);
+  } else if (current_device_attribute<cudaDevAttrMaxSharedMemoryPerBlockOptin>() >= int(sizeof(StateSmem<3>))) {
     launch_state<3>(p, stream);
   } else {
     launch_state<2>(p, stream);

@@ -49,6 +49,9 @@ struct GdnPrefillParams {
   int max_chunks;  // chunks of the longest sequence (a hint: `prepare` strides over more when there are)
 };
 
-void run_gdn_prefill(const GdnPrefillParams& params, cudaStream_t stream);
+// portable: the mma.sync `state` even where the wgmma one would run (sm90, a build with 90a).
+void run_gdn_prefill(const GdnPrefillParams& params, bool portable, cudaStream_t stream);
+// `state` on sm90a (gdn_prefill_state_sm90.cu; built with QWEN3NEXT_SM90A): warpgroup MMAs, same contract.
+void run_gdn_prefill_state_sm90(const GdnPrefillParams& params, cudaStream_t stream);
 
 }  // namespace qwen3next

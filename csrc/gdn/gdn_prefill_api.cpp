@@ -18,7 +18,7 @@ constexpr int64_t kVecElements = 8;  // rows are read as 16-byte vectors
 void gdn_prefill(at::Tensor& out, at::Tensor& conv_state, at::Tensor& recurrent_state, const at::Tensor& qkvz,
                  const at::Tensor& ba, const at::Tensor& cu_seqlens, const at::Tensor& slots,
                  const at::Tensor& conv_weight, const at::Tensor& A_log, const at::Tensor& dt_bias,
-                 const at::Tensor& norm_weight, double eps, int64_t max_seqlen) {
+                 const at::Tensor& norm_weight, double eps, int64_t max_seqlen, bool portable) {
   QN_CHECK_CUDA(qkvz);
   for (const at::Tensor* t : std::initializer_list<const at::Tensor*>{
            &out, &conv_state, &recurrent_state, &ba, &cu_seqlens, &slots, &conv_weight, &A_log, &dt_bias,
@@ -118,7 +118,7 @@ void gdn_prefill(at::Tensor& out, at::Tensor& conv_state, at::Tensor& recurrent_
   p.seqs = static_cast<int>(seqs);
   p.num_slots = static_cast<int>(num_slots);
   p.max_chunks = static_cast<int>(std::min<int64_t>((max_seqlen + kChunk - 1) / kChunk, 65535));
-  run_gdn_prefill(p, c10::cuda::getCurrentCUDAStream());
+  run_gdn_prefill(p, portable, c10::cuda::getCurrentCUDAStream());
 }
 
 }  // namespace qwen3next

@@ -140,8 +140,9 @@ def _gdn_prefill_kernel_fits(qkvz: torch.Tensor, recurrent_state: torch.Tensor, 
 def gdn_prefill(qkvz: torch.Tensor, ba: torch.Tensor, conv_state: torch.Tensor, recurrent_state: torch.Tensor,
                 slots: torch.Tensor, cu_seqlens: torch.Tensor, conv_weight: torch.Tensor, A_log: torch.Tensor,
                 dt_bias: torch.Tensor, norm_weight: torch.Tensor, eps: float, out: torch.Tensor | None = None,
-                max_seqlen: int | None = None) -> torch.Tensor:
-    """``max_seqlen``: the longest sequence, if the caller knows it (else read from cu_seqlens, a host sync)."""
+                max_seqlen: int | None = None, portable: bool = False) -> torch.Tensor:
+    """``max_seqlen``: the longest sequence, if the caller knows it (else read from cu_seqlens, a host sync);
+    ``portable``: the mma.sync state kernel even on sm90 (where a 90a build runs the wgmma one)."""
     if not _gdn_prefill_kernel_fits(qkvz, recurrent_state, slots, cu_seqlens):
         return reference.gdn_prefill(qkvz, ba, conv_state, recurrent_state, slots, cu_seqlens, conv_weight, A_log,
                                      dt_bias, norm_weight, eps, out, max_seqlen)
@@ -152,7 +153,7 @@ def gdn_prefill(qkvz: torch.Tensor, ba: torch.Tensor, conv_state: torch.Tensor, 
     if max_seqlen is None:
         max_seqlen = int((cu_seqlens[1:] - cu_seqlens[:-1]).max()) if slots.numel() else 0
     torch.ops.qwen3next.gdn_prefill(out, conv_state, recurrent_state, qkvz, _rows(ba), cu_seqlens, slots, conv_weight,
-                                    A_log, dt_bias, norm_weight, eps, max_seqlen)
+                                    A_log, dt_bias, norm_weight, eps, max_seqlen, portable)
     return out
 
 
@@ -392,7 +393,7 @@ if HAS_KERNELS:
 
     @torch.library.register_fake("qwen3next::gdn_prefill")
     def _(out, conv_state, recurrent_state, qkvz, ba, cu_seqlens, slots, conv_weight, A_log, dt_bias, norm_weight, eps,
-          max_seqlen):
+          max_seqlen, portable=False):
         return None
 
     @torch.library.register_fake("qwen3next::causal_conv1d_varlen")
