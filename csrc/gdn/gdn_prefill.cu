@@ -19,6 +19,23 @@ void launch_state(const GdnPrefillParams& p, cudaStream_t stream) {
       <<<dim3(kDim / kCols, p.value_heads, p.seqs), kThreads, sizeof(StateSmem<kStages>), stream>>>(p);
 }
 
+// `state`: the wgmma kernel on sm90 (a build with 90a) unless portable; else mma.sync, with three stages where
+// shared memory allows.
+void launch_state_kernel(const GdnPrefillParams& p, [[maybe_unused]] bool portable, cudaStream_t stream) {
+#ifdef QWEN3NEXT_SM90A
+  if (!portable && current_device_attribute<cudaDevAttrComputeCapabilityMajor>() == 9 &&
+      current_device_attribute<cudaDevAttrComputeCapabilityMinor>() == 0) {
+    run_gdn_prefill_state_sm90(p, stream);
+    return;
+  }
+#endif
+  if (current_device_attribute<cudaDevAttrMaxSharedMemoryPerBlockOptin>() >= int(sizeof(StateSmem<3>))) {
+    launch_state<3>(p, stream);
+  } else {
+    launch_state<2>(p, stream);
+  }
+}
+
 }  // namespace
 
 void run_gdn_prefill(const GdnPrefillParams& p, bool portable, cudaStream_t stream) {
@@ -27,19 +44,7 @@ void run_gdn_prefill(const GdnPrefillParams& p, bool portable, cudaStream_t stre
   const dim3 chunk_grid(std::max(p.max_chunks, 1), p.key_heads, p.seqs);
   gdn_prefill_prepare_kernel<<<chunk_grid, kThreads, sizeof(PrepareSmem), stream>>>(p);
   QN_CHECK_LAUNCH();
-#ifdef QWEN3NEXT_SM90A
-  const bool sm90 = !portable && current_device_attribute<cudaDevAttrComputeCapabilityMajor>() == 9 &&
-                    current_device_attribute<cudaDevAttrComputeCapabilityMinor>() == 0;
-#else
-  constexpr bool sm90 = false;
-#endif
-  if (sm90) {
-    run_gdn_prefill_state_sm90(p, stream);
-  } else if (current_device_attribute<cudaDevAttrMaxSharedMemoryPerBlockOptin>() >= int(sizeof(StateSmem<3>))) {
-    launch_state<3>(p, stream);
-  } else {
-    launch_state<2>(p, stream);
-  }
+  launch_state_kernel(p, portable, stream);
   QN_CHECK_LAUNCH();
   RMSNormParams norm{};  // in place: each thread loads its row's values before storing any
   norm.out = p.out;
