@@ -129,6 +129,24 @@ __device__ __forceinline__ void store_rows(float* tile, int ld, int m0, int n0, 
   }
 }
 
+// The 4 x 4 transpose of 32-bit words across a quad (lanes 4g..4g+3): lane t's w[j] becomes lane j's w[t]. For
+// packed bf16 pairs of a 16 x 32 accumulator tile (w[nt]: row g's columns 8 nt + 2t, +1), lane t then holds columns
+// 8t..8t+7 of the row: 16 contiguous bytes to store, where each n-tile's pair was 4 bytes.
+__device__ __forceinline__ void quad_transpose(unsigned (&w)[4], int lane) {
+#pragma unroll
+  for (int bit = 1; bit <= 2; bit *= 2) {  // pairs (lo, lo | bit): a lane with `bit` set trades its lo for the other's hi
+    const bool high = lane & bit;
+#pragma unroll
+    for (int lo = 0; lo < 4; ++lo) {
+      if (lo & bit) continue;
+      const int hi = lo | bit;
+      const unsigned got = __shfl_xor_sync(0xffffffffu, high ? w[lo] : w[hi], bit);
+      w[lo] = high ? got : w[lo];
+      w[hi] = high ? w[hi] : got;
+    }
+  }
+}
+
 __device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
   const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
   return *reinterpret_cast<const unsigned*>(&v);

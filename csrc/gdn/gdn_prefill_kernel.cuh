@@ -225,13 +225,12 @@ __global__ void __launch_bounds__(kThreads, 2) gdn_prefill_prepare_kernel(const 
     for (int j = 0; j < kRatio; ++j) {
       const int head = head0 + j;
       const float* cum = sm.cum_g[j];
-      // A into shared memory, P (this head's decays) straight to the workspace.
+      // A into shared memory, P (this head's decays) straight to the workspace, 16 bytes per thread and row.
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
         const int i = 16 * block + lane / 4 + 8 * half;
         const float ci = cum[i], bi = sm.beta[j][i] * sm.inv_norm_k[i], qi = sm.inv_norm_q[i] * q_scale;
-        unsigned* p_row = reinterpret_cast<unsigned*>(static_cast<bf16*>(p.p) +
-                                                      (int64_t(row0 + i) * p.value_heads + head) * kChunk);
+        unsigned p_words[4];
 #pragma unroll
         for (int nt = 0; nt < 4; ++nt) {
           const int col0 = 32 * group + nt * 8 + 2 * (lane % 4);
@@ -244,7 +243,12 @@ __global__ void __launch_bounds__(kThreads, 2) gdn_prefill_prepare_kernel(const 
             pq[e] = qi * sm.inv_norm_k[col] * qk[nt][2 * half + e] * decay;
           }
           *reinterpret_cast<float2*>(&sm.a[j][i][col0]) = make_float2(a[0], a[1]);
-          if (i < rows) p_row[col0 / 2] = pack_bf16(pq[0], pq[1]);
+          p_words[nt] = pack_bf16(pq[0], pq[1]);
+        }
+        quad_transpose(p_words, lane);  // columns 32 group + 8 (lane % 4) ..
+        if (i < rows) {
+          store_words<4>(static_cast<bf16*>(p.p) + (int64_t(row0 + i) * p.value_heads + head) * kChunk + 32 * group +
+                             8 * (lane % 4), p_words);
         }
       }
     }
