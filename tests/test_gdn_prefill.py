@@ -75,7 +75,7 @@ def run_both(lengths, key_heads=2, value_heads=4, seed=0):
 def check_against_reference(ours, expected, slots, rows):
     (out, conv_state, recurrent), (ref_out, ref_conv, ref_recurrent) = ours, expected
     assert (out[~rows] == PADDING_ROW).all(), "rows of padding sequences must be left as they are"
-    # bf16 tensor-core products (W S, Q S, P V', K^T V') against fp32 token by token
+    # bf16 tensor-core products (K S, Q S, T R, P V', K^T V') against fp32 token by token
     assert_close(out[rows], ref_out[rows], atol=6e-2, rtol=6e-2, max_rel_err=1.5e-2)
     assert torch.equal(conv_state, ref_conv), "conv state"
     used = slots[slots >= 0].long()
