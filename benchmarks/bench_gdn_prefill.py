@@ -2,7 +2,8 @@
 L2 norm, chunked gated delta rule from the slot's state, final states into the cache, gated RMSNorm).
 
 ours: ops.gdn_prefill (three kernels: `prepare` with the conv inside, `state`, which computes the output too, and
-the gated norm). fla: the same mixer from flash-linear-attention at its fastest settings: its Triton causal_conv1d,
+the gated norm; on sm90a `state` is the wgmma kernel, and ours_portable times the mma.sync one that sm80 and
+sm100 run). fla: the same mixer from flash-linear-attention at its fastest settings: its Triton causal_conv1d,
 chunk_gated_delta_rule with the L2 norm, the gating and the beta sigmoid in its kernels (value-major state, as
 ours), its fused gated RMSNorm.
 fla_chunk_only: FLA's chunk_gated_delta_rule alone on prepared inputs (part of the work, not a peer). All
@@ -53,11 +54,12 @@ def make_inputs(randn, tokens: int, seqs: int) -> dict:
                 out=torch.empty(tokens, VALUE_DIM, dtype=torch.bfloat16, device="cuda"))
 
 
-def run_ours(s: dict, layer, slots: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int) -> None:
+def run_ours(s: dict, layer, slots: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int,
+             portable: bool = False) -> None:
     """ops.gdn_prefill on an input set from make_inputs; ``layer`` from ``random_layer``."""
     conv_weight, A_log, dt_bias, norm_weight = layer
     ops.gdn_prefill(s["qkvz"], s["ba"], s["conv"], s["state"], slots, cu_seqlens, conv_weight, A_log, dt_bias,
-                    norm_weight, EPS, out=s["out"], max_seqlen=max_seqlen)
+                    norm_weight, EPS, out=s["out"], max_seqlen=max_seqlen, portable=portable)
 
 
 def run(record) -> None:
@@ -75,10 +77,13 @@ def run(record) -> None:
 
         sets = input_sets(lambda: make_inputs(randn, tokens, seqs), nbytes)
 
-        def ours(s):
-            run_ours(s, layer, slots, cu_seqlens, length)
+        def ours(s, portable=False):
+            run_ours(s, layer, slots, cu_seqlens, length, portable)
 
         record("gdn_prefill", "ours", params, time_graph(ours, sets, replays=20), nbytes=nbytes, flops=flops)
+        if ops.sm90a_kernels(torch.device("cuda")):  # the mma.sync state kernel that sm80 and sm100 run
+            record("gdn_prefill", "ours_portable", params,
+                   time_graph(lambda s: ours(s, portable=True), sets, replays=20), nbytes=nbytes, flops=flops)
         if fla is None:
             continue
         fla_conv, fla_chunk, fla_norm = fla
