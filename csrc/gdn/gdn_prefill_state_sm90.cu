@@ -159,7 +159,8 @@ __global__ void __launch_bounds__(kThreads, 1) gdn_prefill_state_sm90_kernel(con
   Tensor written_acc = partition_fragment_C(mma_rows, Shape<_64, Cols>{});  // V' (WG0)
   Tensor state_acc = partition_fragment_C(mma_update, Shape<_64, Cols>{});  // S, key rows 64 warpgroup ..
   static_assert(decltype(size(rows_acc))::value == 16, "a 64 x 32 accumulator: 16 values a thread");
-  // Accumulator element i = c + 2 h + 4 j of a thread: row 16 (warp % 4) + lane / 4 + 8 h, column 8 j + 2 (lane % 4) + c.
+  // Accumulator element i = c + 2 h + 4 j of a thread: row 16 (warp % 4) + lane / 4 + 8 h,
+  // column 8 j + 2 (lane % 4) + c.
   const int first_row = 16 * (wtid / 32) + wtid % 32 / 4, first_col = 2 * (wtid % 4);
   auto row_of = [&](int i) { return first_row + 8 * (i / 2 % 2); };
   auto col_of = [&](int i) { return first_col + 8 * (i / 4) + i % 2; };
@@ -182,7 +183,8 @@ __global__ void __launch_bounds__(kThreads, 1) gdn_prefill_state_sm90_kernel(con
     Stage& st = sm.stage[chunk % kStages];
     cp_async_wait<kStages - 2>();
     fence_for_wgmma();
-    __syncthreads();  // this chunk's stage, S^T and the previous O are visible; the previous chunk is done with its stage
+    // This chunk's stage, S^T and the previous O are visible; the previous chunk is done with its stage.
+    __syncthreads();
     const int ahead = chunk + kStages - 1;  // into the stage the previous chunk used
     if (ahead < chunks) load_stage(sm.stage[ahead % kStages], p, seq, ahead, head, col0, tid);
     cp_async_commit();
