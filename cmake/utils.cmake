@@ -7,6 +7,10 @@ function(qwen3next_check_archs archs)
                           "(expected a ';'-separated list such as 80;90a;100)")
     endif()
   endforeach()
+  # The wgmma kernels' bodies exist only in 90a code; an sm_90 image beside it would hold them empty.
+  if("90" IN_LIST archs AND "90a" IN_LIST archs)
+    message(FATAL_ERROR "QWEN3NEXT_CUDA_ARCHS: give 90a or 90, not both (90a runs on every sm90 GPU)")
+  endif()
 endfunction()
 
 # find_package(Torch) through the running interpreter's torch; torch's own arch flags are dropped

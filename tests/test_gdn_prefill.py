@@ -200,6 +200,8 @@ def test_bad_inputs_raise():
         call(qkvz=qkvz.half())
     with pytest.raises(RuntimeError, match="16-byte boundaries"):
         call(qkvz=torch.zeros(30, 1537, dtype=torch.bfloat16, device="cuda")[:, 1:])
+    with pytest.raises(RuntimeError, match="norm_weight must start on 16-byte"):
+        call(norm_weight=torch.ones(DIM + 1, dtype=torch.bfloat16, device="cuda")[1:])
 
 
 @pytest.mark.skipif(not ops.HAS_KERNELS, reason="extension not built")

@@ -72,6 +72,8 @@ void gdn_prefill(at::Tensor& out, at::Tensor& conv_state, at::Tensor& recurrent_
   QN_CHECK_CONTIGUOUS(A_log);
   QN_CHECK_CONTIGUOUS(dt_bias);
   QN_CHECK_CONTIGUOUS(norm_weight);
+  TORCH_CHECK(vector_aligned(conv_weight) && vector_aligned(conv_state) && vector_aligned(norm_weight),
+              "gdn_prefill: conv_weight, conv_state and norm_weight must start on 16-byte boundaries");  // vector loads
   TORCH_CHECK(eps > 0, "gdn_prefill: eps must be positive, got ", eps);
   TORCH_CHECK(max_seqlen >= 0, "gdn_prefill: max_seqlen must be >= 0, got ", max_seqlen);
   TORCH_CHECK(tokens * channels < (int64_t(1) << 31) && seqs < 65536,
