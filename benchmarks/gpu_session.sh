@@ -13,7 +13,7 @@
 # default 1800);
 # QWEN3NEXT_COMMIT=<sha> labels the results (write it out: the lent machine's copy of .git can be stale).
 # BASELINE=<dir> (an A/B in one call): the tree with <dir>'s files laid over it is built beside it, and the benchmarks
-# run twice for each build, alternating (the tree's rows are the ones kept). Make <dir> with
+# run ROUNDS times (default 2) for each build, alternating (the tree's rows are the ones kept). Make <dir> with
 # `bash benchmarks/baseline_files.sh <rev> <dir>` and carry it (files that only the tree has stay in the baseline).
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
@@ -55,7 +55,7 @@ fi
 
 step benchmarks
 : >"$OUT/bench.log"
-rounds=1 && [ -n "${BASELINE:-}" ] && rounds=2  # with a baseline: two rounds, the baseline first in each
+rounds=1 && [ -n "${BASELINE:-}" ] && rounds=${ROUNDS:-2}  # with a baseline: the baseline first in each
 for round in $(seq "$rounds"); do
   if [ -n "${BASELINE:-}" ]; then
     echo "-- baseline, round $round" | tee -a "$OUT/bench.log"
