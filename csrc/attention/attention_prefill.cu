@@ -131,8 +131,7 @@ void launch(const AttentionPrefillParams& p, cudaStream_t stream) {
 void run_attention_prefill(const AttentionPrefillParams& p, bool portable, cudaStream_t stream) {
   if (p.seqs == 0) return;
 #ifdef QWEN3NEXT_SM90A
-  if (!portable && current_device_attribute<cudaDevAttrComputeCapabilityMajor>() == 9 &&
-      current_device_attribute<cudaDevAttrComputeCapabilityMinor>() == 0) {
+  if (!portable && current_device_is_sm90()) {
     run_attention_prefill_sm90(p, stream);
     return;
   }

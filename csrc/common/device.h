@@ -30,4 +30,10 @@ int current_device_attribute() {
   return device_attribute<kAttribute>(device);
 }
 
+// Whether the current device is sm90 (H100, H200): the GPUs a build's 90a kernels (wgmma, TMA) run on.
+inline bool current_device_is_sm90() {
+  return current_device_attribute<cudaDevAttrComputeCapabilityMajor>() == 9 &&
+         current_device_attribute<cudaDevAttrComputeCapabilityMinor>() == 0;
+}
+
 }  // namespace qwen3next

@@ -23,8 +23,7 @@ void launch_state(const GdnPrefillParams& p, cudaStream_t stream) {
 // shared memory allows.
 void launch_state_kernel(const GdnPrefillParams& p, [[maybe_unused]] bool portable, cudaStream_t stream) {
 #ifdef QWEN3NEXT_SM90A
-  if (!portable && current_device_attribute<cudaDevAttrComputeCapabilityMajor>() == 9 &&
-      current_device_attribute<cudaDevAttrComputeCapabilityMinor>() == 0) {
+  if (!portable && current_device_is_sm90()) {
     run_gdn_prefill_state_sm90(p, stream);
     return;
   }

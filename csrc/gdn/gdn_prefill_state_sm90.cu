@@ -34,11 +34,12 @@ using gdn_prefill::kCols;
 using gdn_prefill::kDim;
 using gdn_prefill::kLdCols;
 using gdn_prefill::kRatio;
+using gdn_prefill::kThreads;
 using gdn_prefill::Sequence;
+using gdn_prefill::bf16;
 using Element = cute::bfloat16_t;
-using bf16 = __nv_bfloat16;
 
-constexpr int kThreads = 256, kWarpgroupThreads = 128, kStages = 3;
+constexpr int kWarpgroupThreads = 128, kStages = 3;
 using Tokens = Int<kChunk>;
 using Keys = Int<kDim>;
 using Cols = Int<kCols>;
