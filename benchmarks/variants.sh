@@ -5,8 +5,8 @@
 #   1. a round of `python -m benchmarks.run --only $BENCH` per build (the tree's first, CHECK's last, whose results
 #      file is the one kept),
 #   2. $PROFILE (a module, e.g. benchmarks.profile_prefill) per build,
-#   3. CHECK's `cuda` tests ($TEST_FILES), then compute-sanitizer memcheck and racecheck of its $SANITIZE_K cases
-#      (of $SANITIZE_FILES, default $TEST_FILES),
+#   3. CHECK's `cuda` tests ($TEST_FILES) (if they fail, the other variants', last first, until one passes), then
+#      compute-sanitizer memcheck and racecheck of CHECK's $SANITIZE_K cases (of $SANITIZE_FILES, default $TEST_FILES),
 #   4. more bench rounds, up to $ROUNDS.
 #
 #   LIMIT=560 CHECK=name BENCH=gdn_prefill bash benchmarks/variants.sh name=path/to.patch ...
@@ -76,10 +76,16 @@ for module in ${PROFILE:-}; do
       tee -a "$OUT/profile.log"
   done
 done
-if [ -n "${TEST_FILES:-}" ] && [ "$(left)" -gt 90 ]; then
-  step "cuda tests of $check"
-  in_build "$check" timeout $(($(left) - 30)) python3 -m pytest -q -n 8 -m cuda $TEST_FILES 2>&1 |
-    tee "$OUT/tests.log" | tail -8
+tests_of() {  # tests_of NAME: its cuda tests, appended to tests.log; fails if any failed
+  step "cuda tests of $1" | tee -a "$OUT/tests.log"
+  in_build "$1" timeout $(($(left) - 30)) python3 -m pytest -q -n 8 -m cuda $TEST_FILES 2>&1 | tee -a "$OUT/tests.log" |
+    tail -8
+}
+if [ -n "${TEST_FILES:-}" ] && [ "$(left)" -gt 90 ] && ! tests_of "$check"; then
+  for ((i = ${#order[@]} - 2; i > 0; i--)); do  # CHECK failed: the variants before it, last first, until one passes
+    [ "$(left)" -gt 90 ] || break
+    tests_of "${order[i]}" && break
+  done
 fi
 if [ -n "${SANITIZE_K:-}" ]; then
   for tool in memcheck racecheck; do
