@@ -22,7 +22,6 @@
 #include "cute/arch/mma_sm90.hpp"
 #include "cute/atom/mma_traits_sm90_gmma.hpp"
 #include "cute/tensor.hpp"
-#include "cutlass/arch/barrier.h"
 #include "gdn/gdn_prefill_common.cuh"
 
 namespace qwen3next {
