@@ -12,39 +12,14 @@
 # all kernel tests; SANITIZE_K: a pytest -k expression narrowing them; SANITIZE_TIMEOUT: seconds per tool,
 # default 1800);
 # QWEN3NEXT_COMMIT=<sha> labels the results (write it out: the lent machine's copy of .git can be stale).
-# BASELINE=<dir> (an A/B in one call): the tree with <dir>'s files laid over it is built beside it, and the benchmarks
-# run ROUNDS times (default 2) for each build, alternating (the tree's rows are the ones kept). Make <dir> with
-# `bash benchmarks/baseline_files.sh <rev> <dir>` and carry it (files that only the tree has stay in the baseline).
-set -uo pipefail
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT"
-cd "$(dirname "$0")/.."
-export PYTHONUNBUFFERED=1 CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
-# The lent H100's default CXX (/opt/gcc/bin/g++) builds extensions that segfault as soon as a
-# TORCH_CHECK message formats a number (torch's own load_inline ones too); the system g++ does not.
-if [ -x /usr/bin/g++ ]; then export CXX=/usr/bin/g++ CUDAHOSTCXX=/usr/bin/g++; fi
+# An A/B of builds in one call: benchmarks/variants.sh.
+source "$(dirname "$0")/gpu_env.sh"
 step() { echo "== $* ($(date +%T))"; }
 
-if compgen -G ".whl/*.whl" >/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site
-fi
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv  # stdout: $OUT returns 8 files at most
-
 step build
-export QWEN3NEXT_CUDA_ARCHS=${QWEN3NEXT_CUDA_ARCHS:-90a} QWEN3NEXT_MAX_JOBS=16
-if [ -n "${BASELINE:-}" ]; then
-  rm -rf /tmp/baseline_src /tmp/baseline_pkg && mkdir /tmp/baseline_src
-  tar --exclude=.git --exclude=.whl --exclude=./build -cf - . | tar -xf - -C /tmp/baseline_src
-  cp -r "$BASELINE"/. /tmp/baseline_src/
-  export QWEN3NEXT_MAX_JOBS=8
-  (cd /tmp/baseline_src && timeout 1200 python3 -m pip install --no-build-isolation --no-deps -q \
-     --target /tmp/baseline_pkg . >/tmp/build_baseline.log 2>&1) &
-  baseline_build=$!  # waited for by its pid: a bare `wait` would also wait for the caller's `| tee`, if any
-fi
+export QWEN3NEXT_MAX_JOBS=16
 timeout 1200 python3 -m pip install --no-build-isolation --no-deps -q . >"$OUT/build.log" 2>&1 || {
   tail -50 "$OUT/build.log"; exit 1; }
-if [ -n "${BASELINE:-}" ]; then wait "$baseline_build" || { tail -50 /tmp/build_baseline.log; exit 1; }; fi
 python3 -c "import qwen3next_cuda.ops as o; print('kernels:', o.HAS_KERNELS, o.build_info())"
 
 if [ "${TESTS:-all}" != 0 ]; then
@@ -54,17 +29,7 @@ if [ "${TESTS:-all}" != 0 ]; then
 fi
 
 step benchmarks
-: >"$OUT/bench.log"
-rounds=1 && [ -n "${BASELINE:-}" ] && rounds=${ROUNDS:-2}  # with a baseline: the baseline first in each
-for round in $(seq "$rounds"); do
-  if [ -n "${BASELINE:-}" ]; then
-    echo "-- baseline, round $round" | tee -a "$OUT/bench.log"
-    PYTHONPATH=/tmp/baseline_pkg${PYTHONPATH:+:$PYTHONPATH} QWEN3NEXT_COMMIT=baseline \
-      python3 -m benchmarks.run "$@" 2>&1 | tee -a "$OUT/bench.log"
-    echo "-- tree, round $round" | tee -a "$OUT/bench.log"
-  fi
-  python3 -m benchmarks.run "$@" 2>&1 | tee -a "$OUT/bench.log"
-done
+python3 -m benchmarks.run "$@" 2>&1 | tee "$OUT/bench.log"
 results=$(ls -t benchmarks/results/*.json 2>/dev/null | head -1)  # this GPU's, just written
 [ -n "$results" ] && cp "$results" "${results%.json}.md" "$OUT/"
 

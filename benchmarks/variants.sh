@@ -12,22 +12,11 @@
 #   LIMIT=560 CHECK=name BENCH=gdn_prefill bash benchmarks/variants.sh name=path/to.patch ...
 #
 # Variants are labelled by name in the results (QWEN3NEXT_COMMIT labels the tree's). Wheels of missing packages in
-# .whl/ are installed first, as in gpu_session.sh.
-set -uo pipefail
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT"
-cd "$(dirname "$0")/.."
-export PYTHONUNBUFFERED=1 CUDA_HOME=${CUDA_HOME:-/usr/local/cuda} QWEN3NEXT_CUDA_ARCHS=${QWEN3NEXT_CUDA_ARCHS:-90a}
-if [ -x /usr/bin/g++ ]; then export CXX=/usr/bin/g++ CUDAHOSTCXX=/usr/bin/g++; fi  # see gpu_session.sh
+# .whl/ are installed first (gpu_env.sh).
+source "$(dirname "$0")/gpu_env.sh"
 limit=${LIMIT:-560} bench=${BENCH:-gdn_prefill} start=$(date +%s)
 left() { echo $((limit - ($(date +%s) - start))); }
 step() { echo "== $* ($(($(date +%s) - start)) s)"; }
-if compgen -G ".whl/*.whl" >/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl ||
-    exit 1
-  export PYTHONPATH=/tmp/site
-fi
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv
 apply() {  # apply [-R] PATCH
   if command -v patch >/dev/null; then patch -p1 -s "${@:1:$#-1}" <"${!#}"; else git apply "$@"; fi
 }
